@@ -1,0 +1,273 @@
+"""Interpretability measures of components (DESIGN eq. 8; paper eqs. 7, 9, 10).
+
+All functions are vectorised over components and work in chunks of components so that
+100k components x m = 30 x d = 512 (6 GB in float32) can be processed from float16 storage
+with a bounded working set (``chunk`` components are upcast to float32 at a time).
+
+Shapes: ``V`` is the per-example embedding tensor ``[C, m, d]`` (DESIGN eq. 2 keeps it), ``theta``
+the semantic embeddings ``[C, d]``, ``valid`` an optional ``BoolTensor[C, m]`` marking the
+examples that exist (a component seen on fewer than m samples has fewer examples).
+
+Ranges (stated honestly):
+
+- clarity (eq. 7) is the mean pairwise cosine of the m examples: in ``[-1/(m-1), 1]``; 1 means
+  all examples embed identically. NaN for a component with fewer than 2 valid examples.
+- redundancy (eq. 9) of a layer is in ``[-1, 1]``; 1 when every component has a duplicate.
+- polysemanticity (eq. 10) with h = 2 is ``1 - cos(u_1, u_2)`` of the two 2-means cluster means,
+  in ``[0, 2]``. Note that 2-means *always* splits the examples, so even a perfectly
+  monosemantic component with noisy embeddings gets a value above 0; the measure is meant for
+  ranking components of one layer against each other, not as an absolute test.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "clarity",
+    "cosine_similarity_matrix",
+    "max_similarity",
+    "redundancy",
+    "two_means",
+    "polysemanticity",
+    "default_chunk",
+]
+
+# Bound on the float32 working set of one chunk, in elements (64 M elements = 256 MB).
+_WORKSET_ELEMENTS = 64 * 2**20
+
+
+def default_chunk(m: int, d: int) -> int:
+    """Components per chunk so that one float32 chunk ``[chunk, m, d]`` stays near 256 MB."""
+    return max(1, _WORKSET_ELEMENTS // max(1, m * d))
+
+
+def _check_V(V: torch.Tensor, valid: torch.Tensor | None) -> None:
+    if not isinstance(V, torch.Tensor) or V.ndim != 3:
+        shape = tuple(V.shape) if isinstance(V, torch.Tensor) else type(V).__name__
+        raise ValueError(f"V must be a tensor [C, m, d] of per-example embeddings, got {shape}")
+    if valid is not None:
+        if valid.shape != V.shape[:2]:
+            raise ValueError(
+                f"valid must be a BoolTensor [C, m] = {tuple(V.shape[:2])}, got {tuple(valid.shape)}"
+            )
+
+
+def _check_theta(theta: torch.Tensor, name: str = "theta") -> None:
+    if not isinstance(theta, torch.Tensor) or theta.ndim != 2:
+        shape = tuple(theta.shape) if isinstance(theta, torch.Tensor) else type(theta).__name__
+        raise ValueError(f"{name} must be a tensor [C, d], got {shape}")
+
+
+def _normalize(x: torch.Tensor) -> torch.Tensor:
+    """L2-normalise the last axis in float32 (zero vectors stay zero)."""
+    x = x.float()
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def clarity(
+    V: torch.Tensor, valid: torch.Tensor | None = None, *, chunk: int | None = None
+) -> torch.Tensor:
+    """Clarity of each component, paper eq. 7 (DESIGN eq. 8), in closed form.
+
+    ``clarity_k = m/(m-1) * (||mean_i v_hat_i||^2 - 1/m)``, which equals the mean pairwise
+    off-diagonal cosine similarity of the m example embeddings ``v_hat_i = v_i/||v_i||`` (since
+    ``||sum v_hat||^2 = m + sum_{i!=j} cos(v_i, v_j)``), computed in O(m d) instead of O(m^2 d).
+
+    V:     [C, m, d] per-example embeddings (any float dtype; float16 storage is fine).
+    valid: BoolTensor [C, m] or None; with a mask, m is the number of valid examples per
+           component.
+    Returns FloatTensor [C] in [-1/(m-1), 1]; NaN where a component has < 2 valid examples.
+    """
+    _check_V(V, valid)
+    C, m, d = V.shape
+    chunk = chunk or default_chunk(m, d)
+    out = torch.empty(C, dtype=torch.float32)
+    for s in range(0, C, chunk):
+        v = _normalize(V[s : s + chunk])  # [b, m, d]
+        if valid is None:
+            n = torch.full((v.shape[0],), float(m))
+        else:
+            w = valid[s : s + chunk].to(v.dtype)
+            v = v * w.unsqueeze(-1)
+            n = w.sum(1)
+        sq = v.sum(1).pow(2).sum(-1)  # ||sum v_hat||^2 [b]
+        with torch.no_grad():
+            c = (sq - n) / (n * (n - 1))
+        c[n < 2] = float("nan")
+        out[s : s + chunk] = c.cpu()
+    return out
+
+
+def cosine_similarity_matrix(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """Similarity of components (DESIGN eq. 8, "similarity"): cosine of semantic embeddings.
+
+    a: [Ca, d]; b: [Cb, d] or None (then b = a). Returns FloatTensor [Ca, Cb].
+    The full matrix is materialised (Ca * Cb floats); for max-similarity statistics over large
+    layers use :func:`max_similarity`, which works in chunks.
+    """
+    _check_theta(a, "a")
+    if b is None:
+        b = a
+    _check_theta(b, "b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"embedding dims differ: a has d={a.shape[1]}, b has d={b.shape[1]}")
+    return _normalize(a) @ _normalize(b).T
+
+
+def max_similarity(
+    a: torch.Tensor,
+    b: torch.Tensor | None = None,
+    *,
+    exclude_self: bool | None = None,
+    chunk: int = 4096,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every row of ``a`` the best cosine match in ``b`` (chunked; memory ``chunk x Cb``).
+
+    a: [Ca, d]; b: [Cb, d] or None (then b = a and the diagonal is excluded, as ``j != k``).
+    Returns ``(values [Ca] float32, indices [Ca] int64)``. When ``b`` has a single row and self
+    matches are excluded there is no other component: values are NaN and indices refer to that
+    row, so always check ``values`` for NaN.
+    """
+    _check_theta(a, "a")
+    same = b is None
+    if exclude_self is None:
+        exclude_self = same
+    b = a if same else b
+    _check_theta(b, "b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"embedding dims differ: a has d={a.shape[1]}, b has d={b.shape[1]}")
+    if exclude_self and a.shape[0] != b.shape[0]:
+        raise ValueError("exclude_self needs a and b to index the same components")
+    bn = _normalize(b)
+    vals = torch.empty(a.shape[0], dtype=torch.float32)
+    idx = torch.empty(a.shape[0], dtype=torch.int64)
+    for s in range(0, a.shape[0], chunk):
+        sim = _normalize(a[s : s + chunk]) @ bn.T  # [b, Cb]
+        if exclude_self:
+            r = torch.arange(sim.shape[0])
+            sim[r, r + s] = -math.inf
+        v, i = sim.max(dim=1)
+        vals[s : s + chunk] = v
+        idx[s : s + chunk] = i
+    vals[torch.isinf(vals)] = float("nan")
+    return vals, idx
+
+
+def redundancy(theta: torch.Tensor, *, chunk: int = 4096) -> tuple[float, torch.Tensor]:
+    """Redundancy of a layer, paper eq. 9 (DESIGN eq. 8).
+
+    ``redundancy = mean_k max_{j != k} cos(theta_k, theta_j)``: 1 when every component has an
+    exact duplicate, 0 for mutually orthogonal embeddings.
+
+    theta: [C, d] semantic embeddings of one layer (C >= 2).
+    Returns ``(redundancy: float, per_component_max: FloatTensor [C])``.
+    """
+    _check_theta(theta)
+    if theta.shape[0] < 2:
+        raise ValueError(f"redundancy needs at least 2 components, got {theta.shape[0]}")
+    vals, _ = max_similarity(theta, chunk=chunk)
+    return float(vals.mean()), vals
+
+
+def two_means(
+    V: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    *,
+    first: torch.Tensor | None = None,
+    n_iter: int = 20,
+) -> torch.Tensor:
+    """Batched spherical 2-means of the example embeddings of each component (no loop over
+    components).
+
+    Initialisation (deterministic): the first centre of component k is example ``first[k]``
+    (default: the valid example least similar to the component's mean direction), the second the
+    valid example least similar to the first (farthest point). Then at most ``n_iter`` Lloyd
+    steps with cosine assignment; a cluster that becomes empty keeps its previous centre.
+
+    V:     [b, m, d] (normalised here).
+    valid: BoolTensor [b, m] or None.
+    first: LongTensor [b] or None, index (into m) of each component's first centre.
+    Returns LongTensor [b, m] of cluster ids in {0, 1} (invalid examples get an id but are
+    ignored by the centres).
+    """
+    _check_V(V, valid)
+    b, m, _ = V.shape
+    v = _normalize(V)
+    w = torch.ones(b, m) if valid is None else valid.float()
+    rows = torch.arange(b)
+    if first is None:
+        mean = (v * w.unsqueeze(-1)).sum(1)  # [b, d]
+        first = torch.einsum("bmd,bd->bm", v, mean).masked_fill(w == 0, math.inf).argmin(1)
+    elif first.shape != (b,):
+        raise ValueError(f"first must be a LongTensor [{b}], got {tuple(first.shape)}")
+    c0 = v[rows, first]  # [b, d]
+    sim0 = torch.einsum("bmd,bd->bm", v, c0).masked_fill(w == 0, math.inf)
+    c1 = v[rows, sim0.argmin(1)]
+    cent = torch.stack([c0, c1], 1)  # [b, 2, d]
+    assign = torch.full((b, m), -1, dtype=torch.int64)
+    for _ in range(n_iter):
+        new = torch.einsum("bmd,bhd->bmh", v, cent).argmax(-1)  # [b, m]
+        if torch.equal(new, assign):
+            break
+        assign = new
+        onehot = torch.nn.functional.one_hot(assign, 2).float() * w.unsqueeze(-1)  # [b, m, 2]
+        sums = torch.einsum("bmh,bmd->bhd", onehot, v)  # [b, 2, d]
+        counts = onehot.sum(1)  # [b, 2]
+        cent = torch.where((counts > 0).unsqueeze(-1), _normalize(sums), cent)
+    return assign
+
+
+def polysemanticity(
+    V: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    *,
+    n_iter: int = 20,
+    seed: int | None = 0,
+    chunk: int | None = None,
+) -> torch.Tensor:
+    """Polysemanticity of each component, paper eq. 10 (DESIGN eq. 8), with h = 2 clusters.
+
+    ``poly_k = 1 - clarity({u_1, u_2})`` where ``u_i`` is the (normalised) sum of the example
+    embeddings in cluster i of a batched, seeded spherical 2-means (:func:`two_means`) of V_k.
+    Clarity of h = 2 vectors (eq. 7 with m = 2) is ``cos(u_1, u_2)``, so ``poly_k = 1 - cos(u_1,
+    u_2)`` in [0, 2] (see the module docstring on its interpretation).
+
+    V: [C, m, d]; valid: BoolTensor [C, m] or None.
+    seed: the first 2-means centre of every component is a valid example drawn with a
+    ``torch.Generator`` seeded with ``seed`` (drawn for all C components up front, so results do
+    not depend on ``chunk``); ``seed=None`` uses the deterministic farthest-from-mean start.
+    Returns FloatTensor [C]; NaN where a component has < 2 valid examples; 0 where all examples
+    fall into one cluster (identical embeddings).
+    """
+    _check_V(V, valid)
+    C, m, d = V.shape
+    chunk = chunk or default_chunk(m, d)
+    out = torch.empty(C, dtype=torch.float32)
+    if seed is not None:
+        r = torch.rand(C, generator=torch.Generator().manual_seed(int(seed)))  # [C] in [0, 1)
+        n_valid = torch.full((C,), m) if valid is None else valid.sum(1)
+        # rank of the chosen valid example, then its position among the m slots
+        rank = (r * n_valid.clamp_min(1)).long()
+    for s in range(0, C, chunk):
+        v = _normalize(V[s : s + chunk])
+        w = torch.ones(v.shape[:2]) if valid is None else valid[s : s + chunk].float()
+        vm = None if valid is None else valid[s : s + chunk]
+        first = None
+        if seed is not None:
+            if vm is None:
+                first = rank[s : s + chunk]
+            else:  # position of the rank-th valid slot
+                csum = vm.long().cumsum(1)  # [b, m]
+                first = (csum <= rank[s : s + chunk].unsqueeze(1)).sum(1).clamp_max(m - 1)
+        assign = two_means(v, vm, first=first, n_iter=n_iter)
+        onehot = torch.nn.functional.one_hot(assign, 2).float() * w.unsqueeze(-1)
+        u = _normalize(torch.einsum("bmh,bmd->bhd", onehot, v))  # [b, 2, d]
+        counts = onehot.sum(1)  # [b, 2]
+        cos = (u[:, 0] * u[:, 1]).sum(-1)
+        p = 1.0 - cos
+        p[(counts == 0).any(1)] = 0.0  # one cluster only: a single direction
+        p[w.sum(1) < 2] = float("nan")
+        out[s : s + chunk] = p
+    return out
