@@ -1,0 +1,348 @@
+"""Shared plumbing of the widgets: message dispatch with validation, the error trait, the linked
+selection, and thumbnails as binary buffers.
+
+Every front-end -> kernel action is a custom message ``{"type": ..., "req": ..., ...}``. Each
+type maps to one handler; arguments are validated here (types, ranges, known layers) and a bad
+message sets the ``error`` trait (shown as a banner in the view) and is answered with
+``{"type": "error", "req": ..., "message": ...}``. No exception from a handler escapes into the
+kernel's comm machinery. Handlers only call Lens methods and reshape their results for display.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import anywidget
+import numpy as np
+import torch
+import traitlets as t
+
+log = logging.getLogger("semlens_widgets.widgets")
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+
+MAX_STR = 500          # longest accepted free-text field (queries, concept names)
+MAX_LIST = 200         # most concepts in an edited list
+MAX_THUMBS = 64        # most thumbnails per request
+THUMB_SIZES = (16, 256)
+FORMATS = ("png", "raw")
+
+
+class MessageError(ValueError):
+    """A front-end message that is malformed: shown in the widget, never raised into the kernel."""
+
+
+# ---------------------------------------------------------------------------- validation helpers
+def get_str(content: dict, key: str, *, default: Any = ..., choices: tuple | list | None = None,
+            max_len: int = MAX_STR, allow_empty: bool = True) -> str:
+    if key not in content:
+        if default is ...:
+            raise MessageError(f"missing field {key!r}")
+        return default
+    v = content[key]
+    if not isinstance(v, str):
+        raise MessageError(f"field {key!r} must be a string, got {type(v).__name__}")
+    if len(v) > max_len:
+        raise MessageError(f"field {key!r} is longer than {max_len} characters")
+    if not allow_empty and not v.strip():
+        raise MessageError(f"field {key!r} must not be empty")
+    if choices is not None and v not in choices:
+        raise MessageError(f"{key}={v!r} is not one of {list(choices)}")
+    return v
+
+
+def get_int(content: dict, key: str, *, lo: int | None = None, hi: int | None = None,
+            default: Any = ...) -> int:
+    """An integer in [lo, hi] (inclusive)."""
+    if key not in content or content[key] is None and default is not ...:
+        if default is ...:
+            raise MessageError(f"missing field {key!r}")
+        return default
+    v = content[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()):
+        raise MessageError(f"field {key!r} must be an integer, got {v!r:.60}")
+    v = int(v)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise MessageError(f"{key}={v} is out of range [{lo}, {hi}]")
+    return v
+
+
+def get_str_list(content: dict, key: str, *, max_items: int = MAX_LIST) -> list[str]:
+    v = content.get(key)
+    if not isinstance(v, list):
+        raise MessageError(f"field {key!r} must be a list of strings")
+    if len(v) > max_items:
+        raise MessageError(f"field {key!r} has more than {max_items} items")
+    out = []
+    for s in v:
+        if not isinstance(s, str) or not s.strip() or len(s) > MAX_STR:
+            raise MessageError(f"field {key!r} must contain non-empty strings of at most {MAX_STR} characters")
+        if s.strip() not in out:
+            out.append(s.strip())
+    return out
+
+
+# ---------------------------------------------------------------------------- images
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[n, 3, H, W] float in [0, 1] or uint8 -> uint8 [n, 3, H, W]."""
+    if images.dtype == torch.uint8:
+        return images
+    return (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def resize_max(images: torch.Tensor, size: int) -> tuple[torch.Tensor, float]:
+    """Downsample uint8 [n, C, H, W] so that max(H, W) <= size (never upsample: the browser
+    scales). Returns the images and the scale factor applied."""
+    h, w = images.shape[-2:]
+    if max(h, w) <= size or images.shape[0] == 0:
+        return images, 1.0
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    out = torch.nn.functional.interpolate(images.float(), size=(nh, nw), mode="bilinear",
+                                          antialias=True, align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8), scale
+
+
+def encode_images(images: torch.Tensor, fmt: str) -> tuple[dict, list[bytes]]:
+    """uint8 [n, C, H, W] (C = 1 or 3) -> (message fields, buffers).
+
+    raw: one buffer of n*H*W*C bytes, shape [n, H, W, C] (channels last, like ImageData).
+    png: one PNG per image.
+    """
+    arr = images.permute(0, 2, 3, 1).contiguous().numpy()  # [n, H, W, C]
+    if fmt == "raw":
+        return {"format": "raw", "shape": list(arr.shape)}, [arr.tobytes()]
+    from PIL import Image
+
+    bufs = []
+    for a in arr:
+        b = io.BytesIO()
+        Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(b, format="PNG", compress_level=6)
+        bufs.append(b.getvalue())
+    return {"format": "png", "shape": list(arr.shape)}, bufs
+
+
+def f32(values) -> bytes:
+    return np.ascontiguousarray(np.asarray(values, dtype=np.float32)).tobytes()
+
+
+def i32(values) -> bytes:
+    return np.ascontiguousarray(np.asarray(values, dtype=np.int32)).tobytes()
+
+
+def finite(x) -> float | None:
+    """A float for JSON (NaN/inf become None)."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def clean(v):
+    """Strings/None for labels coming out of pandas (NaN -> None)."""
+    if v is None:
+        return None
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return str(v)
+
+
+# ---------------------------------------------------------------------------- base widget
+class LensWidget(anywidget.AnyWidget):
+    """Base class: ``error`` and ``selection`` traits, message dispatch, thumbnails.
+
+    Traits
+    ------
+    error: str            message shown in the view's banner ("" = none)
+    selection: dict       the selected component ``{"layer": str, "component": int}`` or ``{}``;
+                          linked across the views of an Explorer
+    Messages (front end -> kernel)
+    --------
+    {"type": "select", "layer", "component"}           select a component everywhere
+    {"type": "thumbs", "layer", "component", "start", "count", "size", "kind", "format"}
+        -> reply {"type": "thumbs", ...} + buffers (see :meth:`_msg_thumbs`)
+    """
+
+    _css = STATIC / "semlens.css"
+    error = t.Unicode("").tag(sync=True)
+    selection = t.Dict().tag(sync=True)
+
+    #: message type -> method name; subclasses extend
+    _handlers: ClassVar[dict[str, str]] = {"select": "_msg_select", "thumbs": "_msg_thumbs"}
+
+    def __init__(self, lens=None, **kwargs):
+        self.lens = lens
+        self.bytes_sent = 0  # custom-message bytes (JSON + buffers), for the benchmarks
+        super().__init__(**kwargs)
+        self.on_msg(self._on_custom_msg)
+
+    # -- lens access: only reading results, never computing them here
+    def _lens_for(self, content: dict):
+        return self.lens
+
+    def _layers_of(self, lens) -> list[str]:
+        return list(lens.layers)
+
+    def _check_layer(self, lens, layer: str) -> str:
+        layers = self._layers_of(lens)
+        if layer not in layers:
+            raise MessageError(f"unknown layer {layer!r}; known layers: {layers}")
+        return layer
+
+    def _check_component(self, lens, layer: str, component: int) -> int:
+        n = int(lens.num_components(layer))
+        if not 0 <= component < n:
+            raise MessageError(f"component {component} is out of range for layer {layer!r} (0..{n - 1})")
+        return component
+
+    # -- dispatch
+    def _on_custom_msg(self, _widget, content, buffers) -> None:
+        req = content.get("req") if isinstance(content, dict) else None
+        if not (isinstance(req, (str, int)) and not isinstance(req, bool) and len(str(req)) <= 64):
+            req = None
+        kind = content.get("type") if isinstance(content, dict) else None
+        try:
+            if not isinstance(content, dict):
+                raise MessageError(f"expected a JSON object, got {type(content).__name__}")
+            method = self._handlers.get(kind) if isinstance(kind, str) else None
+            if method is None:
+                raise MessageError(f"unknown message type {kind!r:.60}; accepted: {sorted(self._handlers)}")
+            result = getattr(self, method)(content, list(buffers or []))
+            if req is not None:
+                reply, bufs = result if isinstance(result, tuple) else (result or {}, [])
+                self._reply({"type": kind, "req": req, **reply}, bufs)
+        except Exception as err:  # noqa: BLE001 - nothing may escape into the comm handler
+            if isinstance(err, MessageError):
+                message = f"rejected {kind!r:.40} message: {err}"
+            else:
+                log.exception("widget handler failed")
+                message = f"{kind!r:.40} failed: {type(err).__name__}: {err}"
+            self.error = message
+            if req is not None:
+                try:
+                    self._reply({"type": "error", "req": req, "message": message}, [])
+                except Exception:  # noqa: BLE001
+                    log.exception("could not send the error reply")
+
+    def _reply(self, content: dict, buffers: list[bytes]) -> None:
+        import json
+
+        self.bytes_sent += len(json.dumps(content)) + sum(len(b) for b in buffers)
+        self.send(content, buffers=buffers or None)
+
+    def set_state(self, sync_data):
+        """Trait updates from the front end: a bad value sets ``error`` instead of raising."""
+        try:
+            super().set_state(sync_data)
+        except Exception as err:  # noqa: BLE001
+            self.error = f"rejected state update {sorted(sync_data)}: {err}"
+
+    # -- common handlers
+    def _msg_select(self, content: dict, buffers) -> dict:
+        lens = self._lens_for(content)
+        layer = self._check_layer(lens, get_str(content, "layer"))
+        comp = self._check_component(lens, layer, get_int(content, "component"))
+        self.select(layer, comp)
+        return {}
+
+    def select(self, layer: str, component: int) -> None:
+        """Select a component (in every linked view)."""
+        new = {"layer": str(layer), "component": int(component)}
+        if self.selection != new:
+            self.selection = new
+
+    def _msg_thumbs(self, content: dict, buffers) -> tuple[dict, list[bytes]]:
+        """Thumbnails of one component as binary buffers.
+
+        kind: "crops"   the concept-example crops (lens.crops)
+              "full"    the full example images (lens.images of lens.examples) with the crop
+                        boxes in thumbnail pixels (and heatmaps [n, h, w] uint8 when the lens
+                        has them), for the gallery's "full image" mode
+        format: "png" (one buffer per image) or "raw" (one buffer, [n, h, w, 3] uint8)
+        """
+        lens = self._lens_for(content)
+        layer = self._check_layer(lens, get_str(content, "layer"))
+        comp = self._check_component(lens, layer, get_int(content, "component"))
+        start = get_int(content, "start", lo=0, hi=100_000, default=0)
+        count = get_int(content, "count", lo=0, hi=MAX_THUMBS, default=8)
+        size = get_int(content, "size", lo=THUMB_SIZES[0], hi=THUMB_SIZES[1], default=64)
+        kind = get_str(content, "kind", default="crops", choices=self._thumb_kinds)
+        fmt = get_str(content, "format", default="png", choices=FORMATS)
+        return self._thumbs(lens, layer, comp, start, count, size, kind, fmt, content)
+
+    _thumb_kinds: ClassVar[tuple[str, ...]] = ("crops", "full")
+
+    def _thumbs(self, lens, layer, comp, start, count, size, kind, fmt, content):
+        extra: dict = {}
+        bufs_extra: list[bytes] = []
+        if kind == "crops":
+            crops = lens.crops(layer, comp)  # uint8 [m, 3, S, S]
+            total = int(crops.shape[0])
+            imgs = to_uint8(crops[start:start + count])
+            imgs, _ = resize_max(imgs, size)
+        else:
+            ex = lens.examples(layer, comp)
+            total = len(ex)
+            idx = ex.indices[start:start + count]
+            imgs, extra, bufs_extra = self._full_images(lens, layer, comp, idx, start, size)
+        meta, bufs = encode_images(imgs, fmt)
+        n = int(imgs.shape[0])
+        return ({"layer": layer, "component": comp, "start": start, "count": n, "total": total,
+                 "kind": kind, **meta, **extra}, bufs + bufs_extra)
+
+    def _full_images(self, lens, layer, comp, idx, start, size):
+        """Full images, crop boxes (scaled to thumbnail pixels) and optional heatmaps."""
+        imgs = to_uint8(lens.images(idx))
+        imgs, scale = resize_max(imgs, size)
+        n = int(imgs.shape[0])
+        extra: dict = {"indices": [int(i) for i in idx]}
+        bufs: list[bytes] = []
+        boxes_fn = getattr(lens, "boxes", None)
+        if boxes_fn is not None and n:
+            try:
+                boxes = boxes_fn(layer)[comp, start:start + n].float() * scale
+                extra["boxes"] = [[round(float(v), 1) for v in b] for b in boxes]
+            except Exception:  # noqa: BLE001 - boxes are optional decoration
+                log.debug("no boxes for %s #%d", layer, comp, exc_info=True)
+        heat_fn = getattr(lens, "heatmaps", None)
+        if heat_fn is not None and n:
+            try:
+                hm = heat_fn(layer, comp)[start:start + n].float()  # [n, H, W]
+                hm = hm.clamp(min=0)
+                hm = hm / hm.flatten(1).amax(1).clamp(min=1e-12)[:, None, None]
+                hm = (hm * 255).round().to(torch.uint8)[:, None]
+                hm, _ = resize_max(hm, size)
+                extra["heatmap_shape"] = [n, int(hm.shape[-2]), int(hm.shape[-1])]
+                bufs.append(hm.contiguous().numpy().tobytes())
+            except Exception:  # noqa: BLE001
+                log.debug("no heatmaps for %s #%d", layer, comp, exc_info=True)
+        return imgs, extra, bufs
+
+    # -- helpers for subclasses
+    def _guard(self, fn: Callable[[], Any]) -> Any:
+        """Run a recomputation triggered by a trait change; errors go to the banner."""
+        try:
+            out = fn()
+        except MessageError as err:
+            self.error = str(err)
+            return None
+        except Exception as err:  # noqa: BLE001
+            log.exception("widget update failed")
+            self.error = f"{type(err).__name__}: {err}"
+            return None
+        return out
+
+
+def class_options(lens) -> list[list]:
+    """[[index, name], ...] for the target pickers (names are shown as text)."""
+    names = getattr(lens, "class_names", None)
+    n = getattr(lens, "num_classes", None)
+    if names:
+        return [[i, str(s)] for i, s in enumerate(names)]
+    if n:
+        return [[i, f"class {i}"] for i in range(int(n))]
+    return []

@@ -1,0 +1,140 @@
+"""ConceptGallery: the concept examples of one component, its label, measures and top classes."""
+from __future__ import annotations
+
+import traitlets as t
+
+from ._base import STATIC, LensWidget, clean, finite, get_int, get_str
+
+__all__ = ["ConceptGallery", "component_info"]
+
+
+def label_table(lens, layer: str, concepts: list[str] | None, cache: dict) -> dict[int, str | None]:
+    """component -> label from ``lens.label(concepts, layer)`` (cached per widget)."""
+    if not concepts:
+        return {}
+    key = ("label", layer, tuple(concepts))
+    if key not in cache:
+        table = lens.label(list(concepts), layer).table
+        cache[key] = {int(c): clean(l) for c, l in zip(table["component"], table["label"])}
+    return cache[key]
+
+
+def component_info(lens, layer: str, component: int, concepts: list[str] | None, cache: dict,
+                   n_classes: int = 3) -> dict:
+    """What the gallery shows about a component, read from Lens results (no computation here):
+    label, measures (every numeric column of ``lens.measures``), top classes, activations."""
+    info: dict = {"layer": layer, "component": component,
+                  "label": label_table(lens, layer, concepts, cache).get(component)}
+    key = ("measures", layer)
+    if key not in cache:
+        df = lens.measures(layer)
+        cols = [c for c in df.columns if c not in ("layer", "component") and df[c].dtype.kind in "fiu"]
+        cache[key] = {int(c): {k: finite(v) for k, v in zip(cols, vals)}
+                      for c, *vals in zip(df["component"], *(df[k] for k in cols))}
+    info["measures"] = cache[key].get(component, {})
+    top_fn = getattr(lens, "top_classes", None)
+    info["top_classes"] = []
+    if top_fn is not None and (getattr(lens, "class_names", None) or getattr(lens, "num_classes", None)):
+        key = ("top", layer)
+        if key not in cache:
+            df = top_fn(layer, n_classes)
+            per: dict[int, list] = {}
+            for d in df.to_dict("records"):
+                cls = d["class"]
+                per.setdefault(int(d["component"]), []).append(
+                    {"class": int(cls), "name": clean(d.get("name")) or f"class {int(cls)}",
+                     "relevance": finite(d.get("relevance"))})
+            cache[key] = per
+        info["top_classes"] = cache[key].get(component, [])
+    ex = lens.examples(layer, component)
+    info["indices"] = [int(i) for i in ex.indices]
+    info["activations"] = [finite(a) for a in ex.activations]
+    return info
+
+
+class ConceptGallery(LensWidget):
+    """The m concept examples of a component (DESIGN eq. 1) with its label, clarity,
+    polysemanticity and the classes it is most relevant for.
+
+    ``ConceptGallery(lens, layer, k, concepts=None)``; ``concepts`` (a vocabulary) names the
+    label via ``lens.label``. Arrow keys move to neighbouring components.
+
+    Traits
+    ------
+    layer: str, component: int, layers: list[str], num_components: int
+    mode: "crops" | "full"     crops, or full images with the crop box (and heatmap when known)
+    info: dict                 label, measures, top_classes, indices, activations (component_info)
+    page_size: int             thumbnails per page (lazy)
+    thumb_size: int            pixels (longest side) of the thumbnails sent
+
+    Messages: ``{"type": "goto", "layer"?, "component"}``, ``{"type": "mode", "mode"}``, plus
+    ``select`` and ``thumbs``. Selecting elsewhere (linked ``selection``) shows that component.
+    """
+
+    _esm = STATIC / "gallery.js"
+    layer = t.Unicode("").tag(sync=True)
+    component = t.Int(0).tag(sync=True)
+    layers = t.List(t.Unicode()).tag(sync=True)
+    num_components = t.Int(0).tag(sync=True)
+    mode = t.Enum(["crops", "full"], default_value="crops").tag(sync=True)
+    info = t.Dict().tag(sync=True)
+    page_size = t.Int(30).tag(sync=True)
+    thumb_size = t.Int(96).tag(sync=True)
+    concepts = t.List(t.Unicode()).tag(sync=False)
+
+    _handlers = {**LensWidget._handlers, "goto": "_msg_goto", "mode": "_msg_mode"}
+
+    def __init__(self, lens, layer: str | None = None, k: int = 0, concepts: list[str] | None = None,
+                 page_size: int = 30, thumb_size: int = 96, **kwargs):
+        layers = list(lens.layers)
+        layer = layers[-1] if layer is None else layer
+        if layer not in layers:
+            raise ValueError(f"unknown layer {layer!r}; known layers: {layers}")
+        n = int(lens.num_components(layer))
+        if not 0 <= int(k) < n:
+            raise ValueError(f"component k={k} is out of range for layer {layer!r} (0..{n - 1})")
+        self._cache: dict = {}
+        super().__init__(lens, layers=layers, layer=layer, component=int(k), num_components=n,
+                         page_size=int(page_size), thumb_size=int(thumb_size),
+                         concepts=list(concepts or []), **kwargs)
+        self.selection = {"layer": layer, "component": int(k)}
+        self._quiet = False
+        self._guard(self._update)
+        self.observe(lambda _c: self._quiet or self._guard(self._update), names=["layer", "component"])
+        self.observe(self._on_selection, names=["selection"])
+
+    def _on_selection(self, change) -> None:
+        sel = change["new"] or {}
+        layer, comp = sel.get("layer"), sel.get("component")
+        if layer in self.layers and isinstance(comp, int) and (layer, comp) != (self.layer, self.component):
+            self._guard(lambda: self.show(layer, comp))
+
+    def show(self, layer: str, component: int) -> None:
+        """Show another component (also what the linked selection calls)."""
+        n = int(self.lens.num_components(layer))
+        component = max(0, min(int(component), n - 1))
+        if (layer, component) == (self.layer, self.component):
+            return
+        self._quiet = True
+        try:
+            self.num_components = n
+            self.layer = layer
+            self.component = component
+        finally:
+            self._quiet = False
+        self._update()
+
+    def _update(self) -> None:
+        self.info = component_info(self.lens, self.layer, self.component, self.concepts, self._cache)
+        self.select(self.layer, self.component)
+        self.error = ""
+
+    def _msg_goto(self, content: dict, buffers) -> dict:
+        layer = self._check_layer(self.lens, get_str(content, "layer", default=self.layer))
+        comp = self._check_component(self.lens, layer, get_int(content, "component"))
+        self.show(layer, comp)
+        return {}
+
+    def _msg_mode(self, content: dict, buffers) -> dict:
+        self.mode = get_str(content, "mode", choices=("crops", "full"))
+        return {}

@@ -1,0 +1,91 @@
+"""AttributionSankey: concept nodes per layer and the relevance flowing between them."""
+from __future__ import annotations
+
+import traitlets as t
+
+from ._base import STATIC, LensWidget, MessageError, class_options, clean, finite, get_int, get_str
+
+__all__ = ["AttributionSankey"]
+
+
+class AttributionSankey(LensWidget):
+    """The attribution graph of a class as a Sankey (DESIGN eq. 9): ``lens.attribution_graph``.
+
+    ``AttributionSankey(lens, target, layers=None, concepts=None)``. Clicking a node opens a
+    gallery of its components (and selects its first component in linked views);
+    unlabelled-but-relevant groups are drawn hatched and marked "(unlabelled)".
+
+    Traits
+    ------
+    target: int, targets: [[index, name], ...]   the explained class and the picker's options
+    layers: list[str]
+    nodes: list[dict]   id, layer, label, components, relevance, labelled
+    edges: list[dict]   source, target, weight (>= 0), signed_weight
+    open_node: str      id of the node whose gallery is open ("" = none)
+
+    Messages: ``{"type": "target", "target"}``, ``{"type": "open_node", "id"}`` (``id`` "" closes),
+    plus ``select`` and ``thumbs``.
+    """
+
+    _esm = STATIC / "sankey.js"
+    target = t.Int(0).tag(sync=True)
+    targets = t.List().tag(sync=True)
+    layers = t.List(t.Unicode()).tag(sync=True)
+    nodes = t.List(t.Dict()).tag(sync=True)
+    edges = t.List(t.Dict()).tag(sync=True)
+    open_node = t.Unicode("").tag(sync=True)
+    concepts = t.List(t.Unicode()).tag(sync=False)
+
+    _handlers = {**LensWidget._handlers, "target": "_msg_target", "open_node": "_msg_open_node"}
+
+    def __init__(self, lens, target: int = 0, layers=None, concepts=None, **kwargs):
+        all_layers = list(lens.layers)
+        layers = all_layers if layers is None else list(layers)
+        bad = [l for l in layers if l not in all_layers]
+        if bad:
+            raise ValueError(f"unknown layer(s) {bad}; known layers: {all_layers}")
+        targets = class_options(lens)
+        if targets and not 0 <= int(target) < len(targets):
+            raise ValueError(f"target={target} is not a class index in 0..{len(targets) - 1}")
+        super().__init__(lens, target=int(target), targets=targets, layers=layers,
+                         concepts=list(concepts or []), **kwargs)
+        self._guard(self._update)
+        self.observe(lambda _c: self._guard(self._update), names=["target", "concepts", "layers"])
+
+    def _update(self) -> None:
+        g = self.lens.attribution_graph(self.target, self.layers, self.concepts or None)
+        nodes = []
+        for r in g.nodes.to_dict("records"):
+            nodes.append({"id": str(r["id"]), "layer": str(r["layer"]), "label": clean(r.get("label")),
+                          "components": [int(c) for c in r["components"]],
+                          "relevance": finite(r.get("relevance")), "labelled": bool(r.get("labelled", True))})
+        edges = []
+        for r in g.edges.to_dict("records"):
+            w = finite(r.get("weight")) or 0.0
+            if w > 0:
+                edges.append({"source": str(r["source"]), "target": str(r["target"]), "weight": w,
+                              "signed_weight": finite(r.get("signed_weight", w))})
+        with self.hold_trait_notifications():
+            self.nodes = nodes
+            self.edges = edges
+            if self.open_node and self.open_node not in {n["id"] for n in nodes}:
+                self.open_node = ""
+        self.error = ""
+
+    def _msg_target(self, content: dict, buffers) -> dict:
+        hi = len(self.targets) - 1 if self.targets else None
+        self.target = get_int(content, "target", lo=0, hi=hi)
+        return {}
+
+    def _msg_open_node(self, content: dict, buffers) -> dict:
+        node_id = get_str(content, "id")
+        if not node_id:
+            self.open_node = ""
+            return {}
+        node = next((n for n in self.nodes if n["id"] == node_id), None)
+        if node is None:
+            raise MessageError(f"unknown node id {node_id!r:.80}")
+        self.open_node = node_id
+        if node["components"]:
+            self.select(node["layer"], node["components"][0])
+        return {}

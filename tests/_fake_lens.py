@@ -1,0 +1,241 @@
+"""A small stand-in for :class:`semlens_widgets.Lens` used by the widget tests and benchmarks.
+
+Same method names and return types as the real Lens (docs/INTERNALS.md, DESIGN.md), but every
+result is made up deterministically from a seed, so that widget tests run in milliseconds and
+the browser benchmark can build a lens of 10,000 components without running any model.
+Nothing here is analysis: the numbers mean nothing.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+
+from semlens_widgets.results import (
+    AUDIT_CATEGORIES,
+    AttributionGraph,
+    AuditResult,
+    Comparison,
+    ComponentExamples,
+    LabelResult,
+)
+
+XSS = "<img src=x onerror=alert(1)>"
+CONCEPTS = ["star", "stripes", "watermark", "circle", "grass", XSS]
+
+
+class FakeLens:
+    """layers: dict name -> number of components."""
+
+    def __init__(self, layers: dict[str, int] | None = None, m: int = 8, n_samples: int = 64,
+                 image_size: int = 32, crop_size: int = 24, n_classes: int = 4, seed: int = 0,
+                 concepts: list[str] | None = None):
+        self._sizes = dict(layers or {"block3": 8, "block4": 12})
+        self.layers = list(self._sizes)
+        self.m = m
+        self.n_samples = n_samples
+        self.image_size = image_size
+        self.crop_size = crop_size
+        self.class_names = ["star-class", "stripe-class", XSS, "circle-class"][:n_classes] + [
+            f"class {i}" for i in range(4, n_classes)
+        ]
+        self.num_classes = n_classes
+        self.concepts = list(concepts or CONCEPTS)
+        self.sample_labels = torch.arange(n_samples) % n_classes
+        self._seed = seed
+        self.calls: list[tuple] = []
+        rng = np.random.default_rng(seed)
+        # stand-in "embeddings": each component has a preferred concept and a strength
+        self._pref = {l: rng.integers(0, len(self.concepts), size=c) for l, c in self._sizes.items()}
+        self._strength = {l: rng.uniform(-0.05, 0.3, size=c).astype(np.float32) for l, c in self._sizes.items()}
+        self._xy = {l: rng.normal(size=(c, 2)).astype(np.float32) for l, c in self._sizes.items()}
+        self._rel = {l: rng.normal(size=(n_classes, c)).astype(np.float32) for l, c in self._sizes.items()}
+        self.dataset = list(range(n_samples))
+
+    # ------------------------------------------------------------------ basics
+    def _check_layer(self, layer: str) -> str:
+        if layer not in self._sizes:
+            raise ValueError(f"unknown layer {layer!r}; known layers: {self.layers}")
+        return layer
+
+    def num_components(self, layer: str) -> int:
+        return self._sizes[self._check_layer(layer)]
+
+    def examples(self, layer: str, k: int) -> ComponentExamples:
+        self._check_layer(layer)
+        idx = (torch.arange(self.m) * 7 + k * 3) % self.n_samples
+        act = torch.linspace(1.0, 0.2, self.m)
+        return ComponentExamples(layer, int(k), idx.long(), act.float())
+
+    def images(self, indices) -> torch.Tensor:
+        """[n, 3, H, W] float in [0, 1]: a coloured pattern per sample (never blank)."""
+        idx = torch.as_tensor(indices).long().reshape(-1)
+        s = self.image_size
+        yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
+        out = []
+        for i in idx.tolist():
+            hue = (i * 0.137) % 1.0
+            stripes = ((xx + yy * (i % 3)) // (2 + i % 5)) % 2
+            r = 0.5 + 0.5 * math.cos(2 * math.pi * hue)
+            g = 0.5 + 0.5 * math.cos(2 * math.pi * (hue + 1 / 3))
+            b = 0.5 + 0.5 * math.cos(2 * math.pi * (hue + 2 / 3))
+            img = torch.stack([torch.full((s, s), c) for c in (r, g, b)]).float()
+            out.append(img * (0.45 + 0.55 * stripes.float()))
+        return torch.stack(out) if out else torch.zeros(0, 3, s, s)
+
+    def boxes(self, layer: str) -> torch.Tensor:
+        c = self.num_components(layer)
+        s = self.image_size
+        b = torch.tensor([s // 8, s // 8, s - s // 4, s - s // 4])
+        return b.expand(c, self.m, 4).clone().long()
+
+    def crops(self, layer: str, k: int) -> torch.Tensor:
+        """uint8 [m, 3, S, S]"""
+        self.calls.append(("crops", layer, int(k)))
+        idx, _ = self.examples(layer, k)
+        imgs = self.images(idx)
+        lo, hi = self.image_size // 8, self.image_size // 8 + self.crop_size
+        return (imgs[:, :, lo:hi, lo:hi] * 255).round().to(torch.uint8)
+
+    def heatmaps(self, layer: str, k: int) -> torch.Tensor:
+        """[m, H, W] relevance heatmaps of the concept examples (a blob)."""
+        s = self.image_size
+        yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
+        blob = torch.exp(-((xx - s / 2) ** 2 + (yy - s / 2) ** 2) / (2 * (s / 6) ** 2))
+        return blob.expand(self.m, s, s).clone()
+
+    # ------------------------------------------------------------------ semantics
+    def _label_of(self, layer: str, k: int) -> str | None:
+        if self._strength[layer][k] <= 0:
+            return None
+        return self.concepts[int(self._pref[layer][k])]
+
+    def search(self, query, layer: str | None = None, k: int = 10) -> pd.DataFrame:
+        self.calls.append(("search", query if isinstance(query, str) else "<image>", layer, k))
+        layers = self.layers if layer is None else [self._check_layer(layer)]
+        q = query if isinstance(query, str) else "image"
+        seed = sum(map(ord, q)) % 1000
+        rows = []
+        for l in layers:
+            rng = np.random.default_rng(seed + len(l))
+            scores = rng.uniform(-0.1, 0.4, size=self._sizes[l])
+            for c in range(self._sizes[l]):
+                if isinstance(query, str) and self._label_of(l, c) == query:
+                    scores[c] += 0.5
+                rows.append((l, c, float(scores[c]), self._label_of(l, c)))
+        rows.sort(key=lambda r: -r[2])
+        rows = rows[:k]
+        return pd.DataFrame({
+            "query": [q] * len(rows), "rank": list(range(len(rows))),
+            "layer": [r[0] for r in rows], "component": [r[1] for r in rows],
+            "score": [r[2] for r in rows], "label": [r[3] for r in rows],
+        })
+
+    def label(self, concepts, layer: str, threshold: float = 0.0) -> LabelResult:
+        self._check_layer(layer)
+        n = self._sizes[layer]
+        labels = []
+        for c in range(n):
+            lab = self._label_of(layer, c)
+            labels.append(lab if lab in concepts else None)
+        table = pd.DataFrame({"layer": layer, "component": range(n), "label": labels,
+                              "score": self._strength[layer].astype(float), "baseline": 0.0})
+        groups: dict[str, list[int]] = {}
+        for c, lab in enumerate(labels):
+            if lab is not None:
+                groups.setdefault(lab, []).append(c)
+        gaps = [c for c in concepts if c not in groups]
+        return LabelResult(table=table, gaps=gaps, groups=groups)
+
+    def measures(self, layer: str) -> pd.DataFrame:
+        n = self.num_components(layer)
+        rng = np.random.default_rng(self._seed + 1)
+        return pd.DataFrame({"layer": layer, "component": range(n),
+                             "clarity": rng.uniform(0, 1, n), "polysemanticity": rng.uniform(0, 1, n),
+                             "redundancy": rng.uniform(0, 1, n)})
+
+    def map(self, layer: str) -> pd.DataFrame:
+        xy = self._xy[self._check_layer(layer)]
+        return pd.DataFrame({"layer": layer, "component": range(len(xy)), "x": xy[:, 0], "y": xy[:, 1]})
+
+    def relevance(self, target: int, layer: str) -> pd.DataFrame:
+        rel = self._rel[self._check_layer(layer)][int(target)]
+        return pd.DataFrame({"layer": layer, "component": range(len(rel)), "relevance": rel})
+
+    def top_classes(self, layer: str, k: int = 3) -> pd.DataFrame:
+        """Per component, the k classes it is most relevant for:
+        ``layer, component, rank, class, name, relevance``."""
+        rel = self._rel[self._check_layer(layer)]  # [K, C]
+        rows = []
+        for c in range(rel.shape[1]):
+            order = np.argsort(-rel[:, c])[:k]
+            for r, cls in enumerate(order):
+                rows.append((layer, c, r, int(cls), self.class_names[cls], float(rel[cls, c])))
+        return pd.DataFrame(rows, columns=["layer", "component", "rank", "class", "name", "relevance"])
+
+    def audit(self, valid, spurious, layer: str, target: int) -> AuditResult:
+        self.calls.append(("audit", tuple(valid), tuple(spurious), layer, target))
+        n = self.num_components(layer)
+        rng = np.random.default_rng(self._seed + 2)
+        a_valid = rng.uniform(-0.05, 0.3, n)
+        a_spur = rng.uniform(-0.05, 0.3, n)
+        rel = self._rel[layer][int(target)]
+        cat = []
+        for v, s in zip(a_valid, a_spur):
+            cat.append("both" if v > 0.15 and s > 0.15 else "valid" if v > 0.15 else
+                       "spurious" if s > 0.15 else "unexpected")
+        table = pd.DataFrame({
+            "layer": layer, "component": range(n), "a_valid": a_valid, "a_spur": a_spur,
+            "best_valid": [valid[i % len(valid)] if valid else None for i in range(n)],
+            "best_spur": [spurious[i % len(spurious)] if spurious else None for i in range(n)],
+            "relevance": rel, "category": cat, "label": [self._label_of(layer, c) for c in range(n)],
+        })
+        pos = np.clip(rel, 0, None)
+        summary = pd.DataFrame({
+            "category": list(AUDIT_CATEGORIES),
+            "n_components": [int(sum(c == k for c in cat)) for k in AUDIT_CATEGORIES],
+            "relevance": [float(sum(p for p, c in zip(pos, cat) if c == k)) for k in AUDIT_CATEGORIES],
+        })
+        summary["share"] = summary["relevance"] / max(summary["relevance"].sum(), 1e-12)
+        samples = {int(c): self.examples(layer, int(c)).indices
+                   for c in np.nonzero(np.isin(cat, ["spurious", "both"]))[0]}
+        return AuditResult(layer=layer, target=int(target), valid=list(valid), spurious=list(spurious),
+                           table=table, summary=summary, spurious_samples=samples)
+
+    def attribution_graph(self, target: int, layers=None, concepts=None) -> AttributionGraph:
+        layers = list(layers or self.layers)
+        concepts = list(concepts or self.concepts)
+        nodes, edges = [], []
+        for l in layers:
+            lab = self.label(concepts, l)
+            rel = self._rel[l][int(target)]
+            for name, comps in lab.groups.items():
+                nodes.append((f"{l}:{name}", l, name, comps, float(np.abs(rel[comps]).sum()), True))
+            rest = [c for c in range(self._sizes[l]) if lab.table["label"][c] is None]
+            if rest:
+                nodes.append((f"{l}:(unlabelled)", l, "(unlabelled)", rest, float(np.abs(rel[rest]).sum()), False))
+        nd = pd.DataFrame(nodes, columns=["id", "layer", "label", "components", "relevance", "labelled"])
+        for a, b in zip(layers[:-1], layers[1:]):
+            for _, s in nd[nd.layer == a].iterrows():
+                for _, t in nd[nd.layer == b].iterrows():
+                    w = 0.1 + (hash((s.id, t.id)) % 97) / 97.0 * s.relevance * t.relevance
+                    edges.append((s.id, t.id, float(w), float(w)))
+        ed = pd.DataFrame(edges, columns=["source", "target", "weight", "signed_weight"])
+        return AttributionGraph(target=int(target), layers=layers, nodes=nd, edges=ed)
+
+
+def fake_compare(a: FakeLens, b: FakeLens, layer_a: str, layer_b: str, concepts=None) -> Comparison:
+    concepts = list(concepts or a.concepts)
+    la, lb = a.label(concepts, layer_a), b.label(concepts, layer_b)
+    ca, cb = set(la.groups), set(lb.groups)
+    counts = pd.DataFrame({"concept": concepts,
+                           "count_a": [len(la.groups.get(c, [])) for c in concepts],
+                           "count_b": [len(lb.groups.get(c, [])) for c in concepts]})
+    n = a.num_components(layer_a)
+    matches = pd.DataFrame({"component_a": range(n), "component_b": [i % b.num_components(layer_b) for i in range(n)],
+                            "cosine": np.linspace(0.9, 0.5, n)})
+    return Comparison(layer_a=layer_a, layer_b=layer_b, s_ab=0.71, s_ba=0.64,
+                      shared=sorted(ca & cb), unique_a=sorted(ca - cb), unique_b=sorted(cb - ca),
+                      counts=counts, matches=matches)
