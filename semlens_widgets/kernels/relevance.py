@@ -1,0 +1,404 @@
+"""Component relevance and attribution graphs with Concept Relevance Propagation (DESIGN eqs. 3
+and 9; zennit-crp ``CondAttribution``).
+
+Pure torch + zennit-crp, no disk and no UI. Conventions:
+
+- A *component* is a channel of a ``[B, C, *spatial]`` output, a unit of a ``[B, C]`` output, or
+  a feature of a ``[B, T, D]`` token map (the axes ``kernels/collect.pool_activations`` uses).
+- Relevance is started at the target logit: CRP condition ``{"y": [t]}`` (relevance
+  initialised with the logit value ``f_t(x)``) and propagated with the given zennit composite
+  (the Lens uses ``kernels.lrp.make_composite(model)``, EpsilonPlusFlat with canonizers).
+  The relevance of component k is the sum over positions of the relevance at its output.
+- Normalisation (``normalize=``): ``"none"`` keeps the raw LRP values; under a conservative rule
+  their sum over the components of a layer is the relevance entering the layer (about
+  ``f_t(x)`` for bias-free ReLU nets). ``"abs"`` divides each sample's vector by
+  ``sum_k |R_k(x)|`` (zennit-crp's ``abs_norm``), so every sample has unit relevance mass and
+  large-logit samples do not dominate class means; values are then shares in [-1, 1].
+- Without a composite (``composite=None``: a model without LRP rules, e.g. a ViT) the relevance is
+  ``activation * gradient`` at the layer (a first-order Taylor term), documented as such.
+
+Inputs are given either as a tensor ``[n, ...]`` (model space) or as a callable
+``get(positions: LongTensor[b]) -> Tensor[b, ...]`` so that large sample sets are loaded batch
+by batch (the Lens passes ``lambda p: lens.model_inputs(indices[p])``).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator, Union
+
+import pandas as pd
+import torch
+from crp.attribution import CondAttribution
+
+from semlens_widgets.results import AttributionGraph
+
+__all__ = [
+    "NORMALIZATIONS",
+    "channel_relevance",
+    "component_mask",
+    "component_relevance",
+    "class_mean_relevance",
+    "conditional_relevance",
+    "forward_order",
+    "Group",
+    "group_components",
+    "build_attribution_graph",
+]
+
+NORMALIZATIONS = ("none", "abs")
+Inputs = Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def channel_relevance(rel: torch.Tensor) -> torch.Tensor:
+    """Sum a layer's relevance map over positions: ``[B, C, *sp] -> [B, C]``,
+    ``[B, T, D] -> [B, D]`` (tokens: components are the D features), ``[B, C] -> [B, C]``."""
+    if rel.dim() == 2:
+        return rel.float()
+    if rel.dim() == 3:
+        return rel.float().sum(1)
+    return rel.float().flatten(2).sum(-1)
+
+
+def component_mask(batch_id: int, concept_ids: list[int], layer_name: str | None = None):
+    """CRP ``mask_map``: keep only the relevance of ``concept_ids`` of sample ``batch_id`` (the
+    component axis is 1, or the last one for ``[B, T, D]`` token maps)."""
+    ids = list(concept_ids)
+
+    def mask_fn(grad: torch.Tensor) -> torch.Tensor:
+        keep = torch.zeros_like(grad[batch_id])
+        if grad.dim() == 3:
+            keep[:, ids] = 1
+        else:
+            keep[ids] = 1
+        grad[batch_id] = grad[batch_id] * keep
+        return grad
+
+    return mask_fn
+
+
+def _check_layers(model: torch.nn.Module, layers: list[str]) -> None:
+    names = {n for n, _ in model.named_modules() if n}
+    if isinstance(layers, str) or not layers:
+        raise ValueError(f"layers must be a non-empty list of module names, got {layers!r}")
+    for l in layers:
+        if l not in names:
+            some = sorted(names)[:12]
+            raise ValueError(f"unknown layer {l!r}: not a module of the model (modules: {some}...)")
+
+
+def _check_normalize(normalize: str) -> None:
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalize={normalize!r}; accepted: {list(NORMALIZATIONS)}")
+
+
+def _device_of(model: torch.nn.Module, device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _get(inputs: Inputs, pos: torch.Tensor) -> torch.Tensor:
+    return inputs[pos] if isinstance(inputs, torch.Tensor) else inputs(pos)
+
+
+@contextlib.contextmanager
+def _attribution_mode(model: torch.nn.Module) -> Iterator[None]:
+    """eval mode and frozen parameters during attribution; the user's flags are restored."""
+    was_training = model.training
+    flags = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    model.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+        model.train(was_training)
+
+
+def _progress(it, total: int, desc: str, progress: bool):
+    if not progress:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, total=total, desc=desc, leave=False)
+
+
+def _relevance_from(attr, layer: str, composite) -> torch.Tensor:
+    rel = attr.relevances[layer]
+    if composite is None:  # plain gradient: make it activation * gradient
+        rel = rel * attr.activations[layer]
+    return channel_relevance(rel).detach().cpu()
+
+
+# --------------------------------------------------------------------------- eq. 3
+
+
+def component_relevance(
+    model: torch.nn.Module,
+    inputs: Inputs,
+    targets: torch.Tensor,
+    layers: list[str],
+    composite=None,
+    *,
+    normalize: str = "none",
+    batch_size: int = 32,
+    device=None,
+    progress: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Relevance of every component for a class logit, per sample: DESIGN eq. 3.
+
+    ``R_k^l(x) = sum_positions CRP(x | y = t)`` at the output of component k of layer l, with
+    relevance initialised at the target logit ``f_t(x)`` (condition ``{"y": [t]}``) and
+    propagated by ``composite``. All ``layers`` are recorded in the same backward pass.
+
+    model:   the model (put in eval mode, parameters frozen during the call, then restored).
+    inputs:  Tensor [n, ...] or callable ``positions LongTensor[b] -> Tensor[b, ...]``.
+    targets: LongTensor [n], the class explained for each sample (may differ per sample).
+    layers:  module names.
+    normalize: "none" (raw LRP) or "abs" (per sample / sum_k |R_k|), see the module docstring.
+    Returns dict layer -> FloatTensor [n, C_l] on the CPU.
+    """
+    _check_layers(model, layers)
+    _check_normalize(normalize)
+    targets = torch.as_tensor(targets, dtype=torch.int64).reshape(-1)
+    n = targets.shape[0]
+    dev = _device_of(model, device)
+    attribution = CondAttribution(model, device=dev, no_param_grad=False)
+    chunks: dict[str, list[torch.Tensor]] = {l: [] for l in layers}
+    starts = range(0, n, batch_size)
+    with _attribution_mode(model):
+        for s in _progress(starts, len(starts), "relevance", progress):
+            pos = torch.arange(s, min(n, s + batch_size))
+            x = _get(inputs, pos).to(dev).requires_grad_(True)
+            conds = [{"y": [int(t)]} for t in targets[pos]]
+            attr = attribution(x, conds, composite, record_layer=list(layers), mask_map=component_mask)
+            for l in layers:
+                chunks[l].append(_relevance_from(attr, l, composite))
+    out = {}
+    for l in layers:
+        R = torch.cat(chunks[l]) if n else torch.zeros(0, 0)
+        if normalize == "abs":
+            R = R / R.abs().sum(1, keepdim=True).clamp_min(1e-12)
+        out[l] = R
+    return out
+
+
+def class_mean_relevance(
+    per_sample: torch.Tensor, classes: torch.Tensor, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Aggregate per-sample relevances per class (DESIGN eq. 3, aggregated).
+
+    per_sample: [n, C]; classes: LongTensor [n] in [0, num_classes).
+    Returns (mean [K, C] with zero rows for classes without samples, counts LongTensor [K]).
+    """
+    classes = torch.as_tensor(classes, dtype=torch.int64)
+    if classes.numel() and (classes.min() < 0 or classes.max() >= num_classes):
+        raise ValueError(f"classes must lie in [0, {num_classes}), got range "
+                         f"[{int(classes.min())}, {int(classes.max())}]")
+    sums = torch.zeros(num_classes, per_sample.shape[1]).index_add_(0, classes, per_sample.float())
+    counts = torch.bincount(classes, minlength=num_classes)
+    return sums / counts.clamp_min(1).unsqueeze(1), counts
+
+
+# --------------------------------------------------------------------------- eq. 9
+
+
+def conditional_relevance(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    target: int,
+    upper: str,
+    groups: list[list[int]],
+    lower: str,
+    composite=None,
+    *,
+    batch_size: int = 32,
+    device=None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Conditional relevance between two layers (DESIGN eq. 9, the edges of the graph).
+
+    ``R_{j | G, t}(x)``: relevance of component j of layer ``lower`` when relevance started at
+    logit t is only let through the components ``G`` of layer ``upper`` (CRP conditions
+    ``{"y": [t], upper: G}``, relevance restricted to paths through ``upper``). LRP is linear in
+    the upper relevance, so conditioning on a group equals summing over its members and
+    ``sum_j R_{j|G}(x) ~= sum_{k in G} R_k(x)`` under a conservative rule.
+
+    inputs: Tensor [n, ...] (model space); groups: G lists of component ids of ``upper``.
+    Batched over (sample, group) pairs, ``batch_size`` pairs per backward pass.
+    Returns FloatTensor [n, G, C_lower] (raw, not normalised) on the CPU.
+    """
+    _check_layers(model, [upper, lower])
+    if not groups or any(len(g) == 0 for g in groups):
+        raise ValueError("groups must be a non-empty list of non-empty component lists")
+    n, G = inputs.shape[0], len(groups)
+    dev = _device_of(model, device)
+    attribution = CondAttribution(model, device=dev, no_param_grad=False)
+    pairs_i = torch.arange(n).repeat_interleave(G)  # sample of each pair
+    pairs_g = torch.arange(G).repeat(n)  # group of each pair
+    out: list[torch.Tensor] = []
+    starts = range(0, n * G, batch_size)
+    with _attribution_mode(model):
+        for s in _progress(starts, len(starts), f"flows {upper}->{lower}", progress):
+            pi, pg = pairs_i[s : s + batch_size], pairs_g[s : s + batch_size]
+            x = inputs[pi].to(dev).requires_grad_(True)
+            conds = [{"y": [int(target)], upper: [int(c) for c in groups[g]]} for g in pg.tolist()]
+            attr = attribution(x, conds, composite, record_layer=[lower], mask_map=component_mask)
+            out.append(_relevance_from(attr, lower, composite))
+    R = torch.cat(out)
+    return R.reshape(n, G, R.shape[-1])
+
+
+def forward_order(model: torch.nn.Module, x: torch.Tensor, layers: list[str]) -> list[str]:
+    """The ``layers`` sorted by when their module first runs in a forward pass of ``x``
+    (input -> output). x: [b, ...] (one sample is enough)."""
+    _check_layers(model, layers)
+    mods = dict(model.named_modules())
+    seen: list[str] = []
+    handles = [
+        mods[l].register_forward_hook(lambda *_a, _l=l: seen.append(_l) if _l not in seen else None)
+        for l in layers
+    ]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    missing = [l for l in layers if l not in seen]
+    if missing:
+        raise ValueError(f"layers {missing} are not used in the forward pass of the model")
+    return seen
+
+
+@dataclass
+class Group:
+    """A node of the attribution graph: components of one layer shown together."""
+
+    id: str
+    layer: str
+    label: str
+    components: list[int]
+    labelled: bool
+
+
+def group_components(
+    layer: str, relevance: torch.Tensor, labels: list[str | None] | None, top_k: int
+) -> list[Group]:
+    """Group the components of a layer into graph nodes, hiding nothing.
+
+    - every concept that labels >= 1 component is one node (``labelled=True``) holding all its
+      components;
+    - the ``top_k`` most relevant unlabelled components are nodes of their own
+      (``"unlabelled #k"``, ``labelled=False``);
+    - all remaining unlabelled components form one node ``"other"`` (``labelled=False``), so
+      that relevance is conserved across the graph.
+
+    relevance: [C] mean relevance; labels: length-C list (None = unlabelled) or None.
+    """
+    C = relevance.shape[0]
+    if labels is not None and len(labels) != C:
+        raise ValueError(f"labels for layer {layer!r} has {len(labels)} entries, expected {C}")
+    labels = labels if labels is not None else [None] * C
+    groups: dict[str, list[int]] = {}
+    unl: list[int] = []
+    for k, lab in enumerate(labels):
+        (groups.setdefault(lab, []) if lab is not None else unl).append(k)
+    out = [Group(f"{layer}:concept:{lab}", layer, lab, comps, True) for lab, comps in groups.items()]
+    if unl:
+        unl_t = torch.tensor(unl)
+        order = unl_t[torch.argsort(relevance[unl_t], descending=True, stable=True)].tolist()
+        for k in order[:top_k]:
+            out.append(Group(f"{layer}:unit:{k}", layer, f"unlabelled #{k}", [k], False))
+        if order[top_k:]:
+            out.append(Group(f"{layer}:other", layer, "other", sorted(order[top_k:]), False))
+    return out
+
+
+def build_attribution_graph(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    target: int,
+    layers: list[str],
+    composite=None,
+    *,
+    labels: dict[str, list[str | None]] | None = None,
+    top_k: int = 5,
+    target_name: str | None = None,
+    batch_size: int = 32,
+    device=None,
+    progress: bool = False,
+) -> AttributionGraph:
+    """Attribution graph of class ``target`` over ``layers`` (DESIGN eq. 9), averaged over samples.
+
+    1. ``R^l`` (eq. 3, raw) for all layers in one pass; every sample is scaled by
+       ``s(x) = sum_k |R_k^top(x)|`` of the layer nearest the output, so each sample weighs the
+       same (scaling by a per-sample constant keeps every conservation law).
+    2. Components of each layer grouped by :func:`group_components`.
+    3. For consecutive layers (lower, upper) the conditional relevances
+       :func:`conditional_relevance` of lower given each upper group, summed over the members
+       of each lower group: the edge weight ``flow(H -> G) = mean_x sum_{j in H} R_{j|G}(x)/s(x)``.
+    4. Top-layer groups flow into one output node (the class) with their own relevance.
+
+    Node relevance = mean scaled relevance of its components; the edges into a node sum to its
+    relevance (up to the rule's conservation error). Edge ``weight`` is the flow clipped at 0
+    (drawn), ``signed_weight`` the signed value.
+
+    inputs: Tensor [n, ...] model inputs of the samples to explain; layers: any order (sorted
+    input -> output here); labels: layer -> length-C list of concept names / None.
+    """
+    if inputs.shape[0] == 0:
+        raise ValueError("no samples to explain: inputs is empty")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0, got {top_k}")
+    dev = _device_of(model, device)
+    with _attribution_mode(model):
+        order = forward_order(model, inputs[:1].to(dev), list(layers))
+    n = inputs.shape[0]
+    targets = torch.full((n,), int(target), dtype=torch.int64)
+    R = component_relevance(model, inputs, targets, order, composite, batch_size=batch_size,
+                            device=dev, progress=progress)
+    scale = R[order[-1]].abs().sum(1).clamp_min(1e-12)  # [n]
+    rel = {l: (R[l] / scale.unsqueeze(1)).mean(0) for l in order}  # [C_l]
+    labels = labels or {}
+    groups = {l: group_components(l, rel[l], labels.get(l), top_k) for l in order}
+
+    out_id = f"output:{int(target)}"
+    node_rows = []
+    for l in order:
+        for g in groups[l]:
+            node_rows.append(dict(id=g.id, layer=l, label=g.label, components=g.components,
+                                  relevance=float(rel[l][g.components].sum()), labelled=g.labelled))
+    node_rows.append(dict(id=out_id, layer="output", label=target_name or f"class {int(target)}",
+                          components=[int(target)], relevance=float(rel[order[-1]].sum()),
+                          labelled=True))
+    edge_rows = []
+    for g in groups[order[-1]]:
+        w = float(rel[order[-1]][g.components].sum())
+        edge_rows.append(dict(source=g.id, target=out_id, weight=max(w, 0.0), signed_weight=w))
+    for lower, upper in zip(order[:-1], order[1:]):
+        up, low = groups[upper], groups[lower]
+        flows = conditional_relevance(model, inputs, target, upper, [g.components for g in up],
+                                      lower, composite, batch_size=batch_size, device=dev,
+                                      progress=progress)  # [n, G_up, C_low]
+        flows = (flows / scale.view(-1, 1, 1)).mean(0)  # [G_up, C_low]
+        member = torch.zeros(flows.shape[1], len(low))
+        for h, g in enumerate(low):
+            member[g.components, h] = 1.0
+        gflow = flows @ member  # [G_up, G_low]
+        for a, gu in enumerate(up):
+            for b, gl in enumerate(low):
+                w = float(gflow[a, b])
+                if w != 0.0:
+                    edge_rows.append(dict(source=gl.id, target=gu.id, weight=max(w, 0.0),
+                                          signed_weight=w))
+    nodes = pd.DataFrame(node_rows, columns=["id", "layer", "label", "components", "relevance",
+                                             "labelled"])
+    edges = pd.DataFrame(edge_rows, columns=["source", "target", "weight", "signed_weight"])
+    return AttributionGraph(target=int(target), layers=order, nodes=nodes, edges=edges)
