@@ -456,9 +456,20 @@ def _measures(lens, layer) -> tuple[pd.DataFrame, float]:
                 "polysemanticity": _as_array(lens.polysemanticity(layer), "polysemanticity"),
             }
         )
-    red = lens.redundancy(layer)
-    red = float(red.item() if hasattr(red, "item") else red)
-    return df, red
+    if hasattr(lens, "redundancy"):
+        red = lens.redundancy(layer)
+    elif "redundancy" in df.columns:  # per component: max cosine to another component
+        red = df["redundancy"]
+    else:
+        raise AttributeError("the lens has neither redundancy(layer) nor a 'redundancy' measures column")
+    if isinstance(red, pd.DataFrame):
+        red = red["redundancy"]
+    if hasattr(red, "detach"):
+        red = red.detach().cpu().numpy()
+    red = np.asarray(red, dtype=float)
+    # eq. 9 is the mean over components of the max similarity to another one: a per-component
+    # result is averaged here, a scalar is taken as is.
+    return df, float(np.nanmean(red)) if red.size else math.nan
 
 
 def _as_array(value, name: str) -> np.ndarray:

@@ -367,3 +367,15 @@ def test_report_renders_offline_in_chromium(tmp_path):
     assert thumbs_ok
     assert label == XSS and XSS in tip_text and "component: layer4 #" in tip_text
     assert tip_img_ok
+
+
+def test_per_component_redundancy_is_averaged():
+    import pandas as pd
+
+    class PerComponent(FakeLens):
+        def redundancy(self, layer):  # max cosine of each component to another one
+            return pd.Series([0.2, 0.4] * (self.sizes[layer] // 2))
+
+    page = render_report(PerComponent(), progress=False)
+    table = re.search(r'<table class="data measures">(.*?)</table>', page, re.S).group(1)
+    assert table.count("<td>0.300</td>") == 2
