@@ -1,0 +1,425 @@
+"""Lens core: run (collect -> boxes -> embeddings), store reuse and invalidation, resume after
+an interruption, accessors, and the clear errors of the issue."""
+from __future__ import annotations
+
+import json
+
+import open_clip
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from semlens_widgets.foundation import FoundationModel
+from semlens_widgets.lens import Lens, imagenet_unnormalize
+from semlens_widgets.store import Store, StoreError
+
+from _models import RedNet, ReuseNet, TinyCNN, TokenNet, red_square_images
+
+torch.set_num_threads(1)
+
+TINY = "semlens-test-tiny-clip-lens"
+TINY_CFG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+LAYERS = ["features.relu1", "features.relu2"]  # TinyCNN: 8 and 16 components
+
+
+@pytest.fixture(scope="module")
+def fm(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / f"{TINY}.json"
+    path.write_text(json.dumps(TINY_CFG))
+    open_clip.add_model_config(path)
+    torch.manual_seed(3)
+    return FoundationModel.open_clip(TINY, batch_size=32)
+
+
+class CountingFM:
+    """Delegates to a FoundationModel; counts encode_images calls / rows; can fail after N calls."""
+
+    def __init__(self, fm, fail_after: int | None = None, exc=KeyboardInterrupt):
+        self._fm, self.calls, self.rows, self.fail_after, self.exc = fm, 0, 0, fail_after, exc
+
+    def encode_images(self, x, batch_size=None):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise self.exc()
+        self.calls += 1
+        self.rows += x.shape[0]
+        return self._fm.encode_images(x, batch_size)
+
+    def __getattr__(self, name):
+        return getattr(self._fm, name)
+
+
+class ImgSet(Dataset):
+    """(x, y) items of images in [0, 1] (red squares on gray)."""
+
+    def __init__(self, n=20, size=16, seed=0):
+        self.x, _ = red_square_images(n, size=size, square=4, seed=seed)
+        self.y = torch.arange(n) % 3
+
+    def __len__(self):
+        return self.x.shape[0]
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+def count_forwards(model):
+    calls = [0]
+
+    def pre(mod, inp):
+        calls[0] += 1
+
+    model.register_forward_pre_hook(pre)
+    return calls
+
+
+def make(model, data, fm, store, **kw):
+    kw.setdefault("m", 4)
+    kw.setdefault("crop", "activation")
+    kw.setdefault("progress", False)
+    kw.setdefault("chunk_size", 4)
+    kw.setdefault("batch_size", 8)
+    return Lens(model, data, fm, kw.pop("layers", LAYERS), store=store, **kw)
+
+
+def results(lens):
+    return {
+        layer: (lens.topm(layer).indices, lens.topm(layer).values, lens.boxes(layer),
+                lens.example_embeddings(layer), lens.embeddings(layer))
+        for layer in lens.layers
+    }
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for layer in a:
+        for x, y in zip(a[layer], b[layer]):
+            assert torch.equal(x, y), layer
+
+
+# ------------------------------------------------------------------------------ the pipeline
+
+
+@pytest.mark.parametrize("crop", ["crp", "activation", "full"])
+def test_run_shapes_and_accessors(fm, crop, tmp_path):
+    data = ImgSet()
+    lens = make(TinyCNN(num_classes=3), data, fm, tmp_path / "s", crop=crop).run()
+    assert lens.layers == LAYERS
+    assert lens.num_components("features.relu1") == 8 and lens.num_components("features.relu2") == 16
+    for layer in LAYERS:
+        C = lens.num_components(layer)
+        assert lens.boxes(layer).shape == (C, 4, 4) and lens.boxes(layer).dtype == torch.long
+        V, theta = lens.example_embeddings(layer), lens.embeddings(layer)
+        assert V.shape == (C, 4, fm.dim) and V.dtype == torch.float32
+        assert theta.shape == (C, fm.dim) and theta.dtype == torch.float32
+        torch.testing.assert_close(theta, V.mean(dim=1), atol=1e-3, rtol=0)  # eq. 2 (V stored fp16)
+        torch.testing.assert_close(V.norm(dim=-1), torch.ones(C, 4), atol=2e-3, rtol=0)
+        b = lens.boxes(layer)
+        assert (b[..., 0] < b[..., 2]).all() and (b[..., 1] < b[..., 3]).all()
+        assert b.min() >= 0 and b[..., 2:].max() <= 16
+    idx, act = lens.examples("features.relu2", 3)
+    assert idx.shape == act.shape == (4,) and (act[:-1] >= act[1:]).all()
+    crops = lens.crops("features.relu2", 3)
+    assert crops.dtype == torch.uint8 and crops.shape == (4, 3, 16, 16)
+    assert lens.crops("features.relu2", 3, size=8).shape == (4, 3, 8, 8)
+    assert torch.equal(lens.sample_labels, data.y)
+    assert lens.sample_predictions.shape == (20,) and lens.num_classes == 3
+    assert lens.images([0, 5]).shape == (2, 3, 16, 16)
+    torch.testing.assert_close(lens.model_inputs([5])[0], data.x[5])
+    assert lens.heatmaps("features.relu2", 3).shape == (4, 16, 16)
+    if crop == "full":
+        assert (lens.boxes("features.relu1") == torch.tensor([0, 0, 16, 16])).all()
+    # the stored entries are the final ones only: no leftover chunks
+    assert sorted(lens.store.keys()) == sorted(
+        ["samples"] + [f"{s}/{l}" for s in ("collect", "boxes", "embed") for l in LAYERS]
+    )
+
+
+def test_crops_are_the_boxes_of_the_display_images(fm):
+    from semlens_widgets.kernels.crops import crop_resize
+
+    lens = make(TinyCNN(num_classes=3), ImgSet(), fm, None).run()
+    idx, _ = lens.examples("features.relu1", 2)
+    expected = crop_resize(lens.images(idx), lens.boxes("features.relu1")[2], 16)
+    got = lens.crops("features.relu1", 2)
+    assert (got.float() - expected * 255).abs().max() <= 0.5 + 1e-4
+    # the embedding of an example is the fm embedding of its crop
+    emb = fm.encode_images(expected)
+    torch.testing.assert_close(lens.example_embeddings("features.relu1")[2], emb, atol=2e-3, rtol=0)
+
+
+def test_crp_boxes_find_the_red_square(fm):
+    """RedNet conv2 channel 0 fires only on the red square: its crops cover the square."""
+    x, true_boxes = red_square_images(12, size=24, square=5, seed=1)
+    data = [(x[i], 0) for i in range(12)]
+    lens = Lens(RedNet(), data, fm, ["relu2"], m=3, crop="crp", store=None, progress=False).run()
+    idx, _ = lens.examples("relu2", 0)
+    b = lens.boxes("relu2")[0]
+    t = true_boxes[idx]
+    # the box contains the square and is not much larger than it
+    assert (b[:, :2] <= t[:, :2]).all() and (b[:, 2:] >= t[:, 2:]).all()
+    assert ((b[:, 2] - b[:, 0]) <= 5 + 4).all() and ((b[:, 3] - b[:, 1]) <= 5 + 4).all()
+
+
+def test_full_mode_embeds_each_distinct_sample_once(fm):
+    cfm = CountingFM(fm)
+    lens = make(TinyCNN(num_classes=3), ImgSet(n=12), cfm, None, crop="full").run()
+    distinct = torch.unique(torch.cat([lens.topm(l).indices.reshape(-1) for l in LAYERS]))
+    assert cfm.rows == distinct.numel()
+    # the same sample has the same embedding in every component that holds it
+    i0 = lens.topm("features.relu1").indices[0, 0]
+    V2, I2 = lens.example_embeddings("features.relu2"), lens.topm("features.relu2").indices
+    hits = (I2 == i0).nonzero()
+    for c, j in hits.tolist():
+        torch.testing.assert_close(V2[c, j], lens.example_embeddings("features.relu1")[0, 0])
+
+
+def test_fewer_samples_than_m(fm):
+    data = ImgSet(n=3)
+    cfm = CountingFM(fm)
+    lens = make(TinyCNN(num_classes=3), data, cfm, None, m=5).run()
+    assert lens.topm("features.relu1").m_eff == 3 and not lens.topm("features.relu1").complete
+    assert lens.example_embeddings("features.relu2").shape == (16, 3, fm.dim)
+    assert len(lens.examples("features.relu2", 0)) == 3
+    assert lens.crops("features.relu2", 0).shape[0] == 3
+    assert cfm.rows == (8 + 16) * 3  # only the crops that exist are embedded
+
+
+def test_reused_module_and_tuple_layers(fm):
+    lens = make(ReuseNet(), ImgSet(n=10), fm, None, layers=["block1.relu@1", "stem"]).run()
+    assert lens.num_components("block1.relu@1") == 6
+    assert lens.embeddings("stem").shape == (6, fm.dim)
+
+
+def test_token_model_with_activation_crops(fm):
+    lens = make(TokenNet(), ImgSet(n=10), fm, None, layers=["mlp"], crop="activation", pooling="cls")
+    with pytest.raises(ValueError, match="crop='activation'"):
+        make(TokenNet(), ImgSet(n=10), fm, None, layers=["mlp"], crop="crp")
+    lens.run()
+    assert lens.embeddings("mlp").shape == (8, fm.dim)
+
+
+# ------------------------------------------------------------------------------ store reuse
+
+
+def test_second_run_loads_without_calling_the_model(fm, tmp_path):
+    data = ImgSet()
+    model = TinyCNN(num_classes=3)
+    first = make(model, data, fm, tmp_path / "s", crop="crp").run()
+    ref = results(first)
+    calls = count_forwards(model)
+    cfm = CountingFM(fm)
+    second = make(model, data, cfm, tmp_path / "s", crop="crp").run()
+    assert calls[0] == 0 and cfm.calls == 0
+    assert_same(results(second), ref)
+    assert torch.equal(second.sample_predictions, first.sample_predictions)
+    assert second.fingerprint == first.fingerprint
+
+
+def test_changed_model_recomputes(fm, tmp_path):
+    data = ImgSet()
+    model = TinyCNN(num_classes=3)
+    ref = results(make(model, data, fm, tmp_path / "s").run())
+    with torch.no_grad():
+        model.features.conv1.weight.mul_(-1.0)  # same architecture, new weights
+    calls = count_forwards(model)
+    lens = make(model, data, fm, tmp_path / "s").run()
+    assert calls[0] > 0
+    new = results(lens)
+    assert not torch.equal(new["features.relu1"][1], ref["features.relu1"][1])
+    # and it equals a fresh computation with the new weights
+    assert_same(new, results(make(model, data, fm, None).run()))
+
+
+def test_changed_m_pooling_crop_recompute(fm, tmp_path):
+    data = ImgSet()
+    model = TinyCNN(num_classes=3)
+    make(model, data, fm, tmp_path / "s").run()
+    calls = count_forwards(model)
+    lens = make(model, data, fm, tmp_path / "s", m=5).run()
+    assert calls[0] > 0 and lens.example_embeddings("features.relu1").shape[1] == 5
+    for kw in ({"m": 5, "pooling": "mean"}, {"m": 5, "crop": "crp"}):
+        before = calls[0]
+        make(model, data, fm, tmp_path / "s", **kw).run()
+        assert calls[0] > before, kw
+
+
+def test_changed_dataset_recomputes(fm, tmp_path):
+    model = TinyCNN(num_classes=3)
+    make(model, ImgSet(seed=0), fm, tmp_path / "s").run()
+    calls = count_forwards(model)
+    make(model, ImgSet(seed=1), fm, tmp_path / "s").run()
+    assert calls[0] > 0
+
+
+def test_changed_fm_recomputes_only_embeddings(fm, tmp_path):
+    data = ImgSet()
+    model = TinyCNN(num_classes=3)
+    a = make(model, data, fm, tmp_path / "s").run()
+    calls = count_forwards(model)
+    torch.manual_seed(99)
+    other = CountingFM(FoundationModel.open_clip(TINY))
+    b = make(model, data, other, tmp_path / "s").run()
+    assert calls[0] == 0 and other.calls > 0  # collection and boxes reused, embeddings redone
+    assert torch.equal(a.boxes("features.relu2"), b.boxes("features.relu2"))
+    assert not torch.equal(a.embeddings("features.relu2"), b.embeddings("features.relu2"))
+
+
+def test_added_layer_collects_only_it(fm, tmp_path):
+    data = ImgSet()
+    model = TinyCNN(num_classes=3)
+    a = make(model, data, fm, tmp_path / "s", layers=["features.relu1"]).run()
+    b = make(model, data, fm, tmp_path / "s", layers=["features.relu1", "features.conv2"]).run()
+    assert torch.equal(a.embeddings("features.relu1"), b.embeddings("features.relu1"))
+    assert b.num_components("features.conv2") == 16
+
+
+# ------------------------------------------------------------------------------ resume
+
+
+@pytest.mark.parametrize("crop", ["crp", "full"])
+def test_interrupted_embedding_resumes_identically(fm, tmp_path, crop):
+    data = ImgSet()
+    model = TinyCNN(num_classes=3)
+    full = CountingFM(fm)
+    ref = results(make(model, data, full, tmp_path / "ref", crop=crop, chunk_size=2).run())
+
+    flaky = CountingFM(fm, fail_after=max(full.calls // 2, 1))
+    with pytest.raises(KeyboardInterrupt):
+        make(model, data, flaky, tmp_path / "s", crop=crop, chunk_size=2).run()
+    keys = Store(tmp_path / "s").keys()
+    assert "embed/features.relu2" not in keys  # no final entry for the interrupted layer
+    assert [k for k in keys if "/chunk" in k]  # but its finished chunks
+    assert "collect/features.relu2" in keys  # and the collection were kept
+
+    calls = count_forwards(model)
+    resumed = CountingFM(fm)
+    lens = make(model, data, resumed, tmp_path / "s", crop=crop, chunk_size=2).run()
+    assert calls[0] == 0  # collection and boxes reused
+    assert 0 < resumed.calls < full.calls  # finished chunks were not recomputed
+    assert_same(results(lens), ref)
+    assert not [k for k in Store(tmp_path / "s").keys() if "/chunk" in k]
+
+
+def test_interrupted_crop_step_resumes_identically(fm, tmp_path):
+    """An exception in the middle of the crop step (3rd chunk of boxes) keeps the finished
+    chunks; the rerun computes only the rest and ends identical to an uninterrupted run."""
+    data = ImgSet()
+    model = TinyCNN(num_classes=3)
+    ref = results(make(model, data, fm, tmp_path / "ref", crop="crp").run())
+
+    lens = make(model, data, fm, tmp_path / "s", crop="crp")
+    real = lens._compute_boxes
+    seen = []
+
+    def failing(layer, idx, comps):
+        if len(seen) == 3:
+            raise RuntimeError("injected failure")
+        seen.append(layer)
+        return real(layer, idx, comps)
+
+    lens._compute_boxes = failing
+    with pytest.raises(RuntimeError, match="injected"):
+        lens.run()
+    keys = Store(tmp_path / "s").keys("boxes/")
+    assert "boxes/features.relu1" in keys and "boxes/features.relu2/chunk0-4" in keys
+    assert "boxes/features.relu2" not in keys
+
+    lens = make(model, data, fm, tmp_path / "s", crop="crp")
+    real2, redone = lens._compute_boxes, []
+    lens._compute_boxes = lambda layer, idx, comps: redone.append(int(comps[0])) or real2(layer, idx, comps)
+    lens.run()
+    assert redone == [4, 8, 12]  # relu2 chunks after the finished one
+    assert_same(results(lens), ref)
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+def test_store_of_a_different_model_is_a_clear_error(fm, tmp_path):
+    data = ImgSet()
+    make(TinyCNN(num_classes=3), data, fm, tmp_path / "s").run()
+    with pytest.raises(StoreError, match=r"holds results of a different model \(.*TinyCNN.*ReuseNet|different model"):
+        make(ReuseNet(), data, fm, tmp_path / "s", layers=["stem"])
+    # explicit overwrite wipes it
+    lens = make(ReuseNet(), data, fm, tmp_path / "s", layers=["stem"], overwrite=True).run()
+    assert Store(tmp_path / "s").keys("collect/") == ["collect/stem"]
+    assert lens.num_components("stem") == 6
+
+
+def test_clear_errors(fm):
+    model, data = TinyCNN(num_classes=3), ImgSet(n=6)
+    with pytest.raises(ValueError, match=r"unknown layer 'features.relu9'; available layers of TinyCNN: \[.*'features.relu1'"):
+        make(model, data, fm, None, layers=["features.relu9"])
+    for bad_m in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match=f"m must be an int >= 1.*got {bad_m!r}"):
+            make(model, data, fm, None, m=bad_m)
+    with pytest.raises(ValueError, match="dataset is empty"):
+        make(model, [], fm, None)
+    with pytest.raises(TypeError, match="dataset item 0 has no image tensor"):
+        make(model, [("not an image", 1)], fm, None)
+    with pytest.raises(TypeError, match="dataset item 0"):
+        make(model, [{"caption": "x"}], fm, None)
+    with pytest.raises(ValueError, match=r"shape \(16, 16\) \(rank 2\); expected rank 3"):
+        make(model, [torch.rand(16, 16)], fm, None)
+    with pytest.raises(ValueError, match="rank 4"):
+        make(model, [torch.rand(1, 3, 16, 16)], fm, None)
+    with pytest.raises(ValueError, match=r"unknown crop mode 'box'; accepted: \['crp', 'activation', 'full'\]"):
+        make(model, data, fm, None, crop="box")
+    with pytest.raises(ValueError, match="unknown pooling 'median'"):
+        make(model, data, fm, None, pooling="median")
+    with pytest.raises(TypeError, match="not a DataLoader"):
+        make(model, DataLoader(data, batch_size=2), fm, None)
+    with pytest.raises(TypeError, match="FoundationModel"):
+        make(model, data, object(), None)
+    with pytest.raises(ValueError, match="duplicates"):
+        make(model, data, fm, None, layers=["fc", "fc"])
+    with pytest.raises(ValueError, match="display_transform must map"):
+        make(model, data, fm, None, display_transform=lambda x: x[:, :, :8])
+    with pytest.raises(TypeError, match="store must be"):
+        make(model, data, fm, 3.5)
+
+
+def test_accessor_errors(fm):
+    lens = make(TinyCNN(num_classes=3), ImgSet(n=6), fm, None)
+    for call in (lambda: lens.embeddings("features.relu1"), lambda: lens.examples("features.relu1", 0),
+                 lambda: lens.num_components("features.relu1"), lambda: lens.sample_labels):
+        with pytest.raises(RuntimeError, match=r"call lens.run\(\) first"):
+            call()
+    lens.run()
+    with pytest.raises(ValueError, match=r"unknown layer 'fc'; this Lens has layers \['features.relu1', 'features.relu2'\]"):
+        lens.embeddings("fc")
+    with pytest.raises(IndexError, match=r"component 8 out of range for layer 'features.relu1': it has 8 components \(0..7\)"):
+        lens.examples("features.relu1", 8)
+    with pytest.raises(IndexError, match="component -1 out of range"):
+        lens.crops("features.relu1", -1)
+    with pytest.raises(TypeError, match="component index must be an int"):
+        lens.examples("features.relu1", 1.0)
+    with pytest.raises(IndexError, match=r"sample index 6 out of range: the dataset has 6 samples"):
+        lens.images([0, 6])
+    with pytest.raises(IndexError, match="sample index -1"):
+        lens.images([-1])
+    assert lens.examples("features.relu1", torch.tensor(2)).component == 2
+
+
+def test_display_transform_and_normalised_data_warning(fm):
+    x = torch.rand(6, 3, 16, 16)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    normed = [((x[i] - mean) / std, 0) for i in range(6)]
+    with pytest.warns(UserWarning, match="imagenet_unnormalize"):
+        make(TinyCNN(num_classes=3), normed, fm, None)
+    lens = make(TinyCNN(num_classes=3), normed, fm, None, display_transform=imagenet_unnormalize)
+    torch.testing.assert_close(lens.images([2])[0], x[2], atol=1e-5, rtol=0)
+    torch.testing.assert_close(lens.model_inputs([2])[0], normed[2][0])
+
+
+def test_results_on_cpu_whatever_the_device(fm):
+    lens = make(TinyCNN(num_classes=3), ImgSet(n=6), fm, None, device="cpu").run()
+    assert lens.device == torch.device("cpu")
+    assert lens.embeddings("features.relu1").device.type == "cpu"
+    assert lens.boxes("features.relu1").device.type == "cpu"
