@@ -52,6 +52,7 @@ __all__ = [
     "IMAGE_KEYS",
     "LABEL_KEYS",
     "split_batch",
+    "LayerCapture",
 ]
 
 POOLINGS = ("max", "mean", "absmax", "absmean", "cls")
@@ -412,17 +413,26 @@ class _ModuleRecorder:
     :meth:`check`, after the forward pass, when the total count is known.
     """
 
-    def __init__(self, module_name: str, specs: list[LayerSpec], pooling: str):
+    def __init__(
+        self,
+        module_name: str,
+        specs: list[LayerSpec],
+        pooling: str | None,
+        pooled: dict[str, torch.Tensor] | None = None,
+        retain_grad: bool = False,
+    ):
         self.module_name = module_name
         self.specs = specs
-        self.pooling = pooling
+        self.pooling = pooling  # None: keep the raw output
+        self.retain_grad = retain_grad
         self.calls = 0
-        self.pooled: dict[str, torch.Tensor] = {}
+        self.pooled: dict[str, torch.Tensor] = {} if pooled is None else pooled
         self.shapes: dict[str, tuple] = {}
 
     def reset(self) -> None:
         self.calls = 0
-        self.pooled.clear()
+        for spec in self.specs:
+            self.pooled.pop(spec.name, None)
 
     def __call__(self, module: nn.Module, inputs: Any, output: Any) -> None:
         call = self.calls
@@ -451,7 +461,12 @@ class _ModuleRecorder:
                     "expected a Tensor (or a tuple whose selected element is a Tensor)"
                 )
             self.shapes[spec.name] = tuple(out.shape[1:])
-            self.pooled[spec.name] = pool_activations(out, self.pooling)
+            if self.pooling is None:
+                if self.retain_grad and out.requires_grad:
+                    out.retain_grad()
+                self.pooled[spec.name] = out
+            else:
+                self.pooled[spec.name] = pool_activations(out, self.pooling)
 
     def check(self) -> None:
         if self.calls == 0:
@@ -475,6 +490,63 @@ class _ModuleRecorder:
                     f"{self.module_name!r}, which is called only {self.calls} time(s) per "
                     f"forward pass; accepted: @0 .. @{self.calls - 1}"
                 )
+
+
+class LayerCapture:
+    """Record the raw outputs of layers (``"name"``, ``"name@i"``, ``"name[j]"``) during the
+    forward passes run inside a ``with`` block.
+
+    ``capture.outputs[name]`` is the selected output tensor of the last forward pass (not
+    detached; ``retain_grad=True`` calls ``retain_grad()`` on it so CRP can read its relevance).
+    Call :meth:`check` after a forward pass: it raises for a module that was called several
+    times per forward under a plain name, for ``@i`` beyond the number of calls and for a
+    module that was not called. Call :meth:`reset` before each forward pass when reusing it.
+
+    Args:
+        model: the network.
+        layers: layer names (unknown names raise with close matches).
+        outputs: dict to store the outputs in (default: a new dict).
+        retain_grad: call ``retain_grad()`` on outputs that require grad.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[str],
+        *,
+        outputs: dict[str, torch.Tensor] | None = None,
+        retain_grad: bool = False,
+    ):
+        self.model = model
+        self.resolved = _resolve_modules(model, list(layers))
+        self.outputs: dict[str, torch.Tensor] = {} if outputs is None else outputs
+        by_module: dict[str, list[LayerSpec]] = {}
+        for spec, _ in self.resolved.values():
+            by_module.setdefault(spec.module, []).append(spec)
+        self.recorders = {
+            name: _ModuleRecorder(name, specs, None, pooled=self.outputs, retain_grad=retain_grad)
+            for name, specs in by_module.items()
+        }
+        self._handles: list = []
+
+    def __enter__(self) -> "LayerCapture":
+        modules = dict(self.model.named_modules())
+        self._handles = [modules[name].register_forward_hook(rec) for name, rec in self.recorders.items()]
+        self.reset()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def reset(self) -> None:
+        for rec in self.recorders.values():
+            rec.reset()
+
+    def check(self) -> None:
+        for rec in self.recorders.values():
+            rec.check()
 
 
 # ----------------------------------------------------------------------------- collection
