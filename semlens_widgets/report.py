@@ -488,24 +488,44 @@ def _measures_section(lens, layers, labels_by_layer):
     from bokeh.transform import factor_cmap
 
     frames, summary = [], []
+    has_summary = hasattr(lens, "measures_summary")
     for layer in layers:
-        df, red = _measures(lens, layer)
+        if has_summary:  # the Lens summarises its own layers; only the per-component table here
+            df = pd.DataFrame(lens.measures(layer)).copy()
+        else:
+            df, red = _measures(lens, layer)
+            summary.append(
+                {
+                    "layer": str(layer),
+                    "components": len(df),
+                    "mean clarity": float(np.nanmean(df["clarity"])) if len(df) else math.nan,
+                    "mean polysemanticity": float(np.nanmean(df["polysemanticity"]))
+                    if len(df)
+                    else math.nan,
+                    "redundancy": red,
+                }
+            )
         df["layer"] = str(layer)
-        labels = labels_by_layer.get(layer) or {}
-        df["label"] = [_label_text(labels.get(int(k))) for k in df["component"]]
+        labels = labels_by_layer.get(layer)
+        if labels is not None:
+            df["label"] = [_label_text(labels.get(int(k))) for k in df["component"]]
+        elif "label" in df.columns:
+            df["label"] = [_label_text(v) for v in df["label"]]
+        else:
+            df["label"] = _UNLABELLED
         frames.append(df)
-        summary.append(
-            {
-                "layer": str(layer),
-                "components": len(df),
-                "mean clarity": float(np.nanmean(df["clarity"])) if len(df) else math.nan,
-                "mean polysemanticity": float(np.nanmean(df["polysemanticity"]))
-                if len(df)
-                else math.nan,
-                "redundancy": red,
+    if has_summary:
+        table = pd.DataFrame(lens.measures_summary(layers)).rename(
+            columns={
+                "n_components": "components",
+                "clarity": "mean clarity",
+                "polysemanticity": "mean polysemanticity",
             }
         )
-    table = pd.DataFrame(summary)
+        table["layer"] = table["layer"].astype(str)
+        table = table.set_index("layer").loc[[str(l) for l in layers]].reset_index()
+    else:
+        table = pd.DataFrame(summary)
 
     metrics = ["mean clarity", "mean polysemanticity", "redundancy"]
     x = [(str(layer), m) for layer in layers for m in metrics]
@@ -655,6 +675,8 @@ def render_report(
     labels_by_layer: dict[str, dict[int, Any]] = {}
     gaps: list[str] | None = None
     label_res = None
+    if concepts is None and getattr(lens, "vocabulary", None):
+        concepts = list(lens.vocabulary)  # the vocabulary set with lens.set_vocabulary
     if concepts is not None:
         from .results import LabelResult
 
@@ -763,7 +785,8 @@ def write_report(lens: Any, path: str | os.PathLike, **kwargs: Any) -> Path:
     - ``layer``: the layer of the semantic map and the audit (default: the last layer).
     - ``audit``: an :class:`~semlens_widgets.results.AuditResult` or a dict
       ``{"valid": [...], "spurious": [...], "target": int}`` passed to ``lens.audit``.
-    - ``concepts``: a concept vocabulary (list of str) or a ``LabelResult``: labels the map.
+    - ``concepts``: a concept vocabulary (list of str) or a ``LabelResult``: labels the map
+      (default: the lens vocabulary set with ``lens.set_vocabulary``, if any).
     - ``search_layer``: restrict the searches to one layer (default: all layers).
     - ``k`` hits per query, ``n_thumbs`` crops per hit, ``thumb_px`` thumbnail size,
       ``map_thumbs`` components of the map with a hover thumbnail (most relevant first),

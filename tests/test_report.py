@@ -209,9 +209,22 @@ def test_large_layer_limits_hover_thumbnails(tmp_path):
     assert lens.calls["crops"] == 20
 
 
-def test_lens_report_delegates_here():
+def test_lens_report_delegates_here(tmp_path, monkeypatch):
     lens_mod = pytest.importorskip("semlens_widgets.lens", reason="semlens_widgets.lens not written yet")
-    assert hasattr(lens_mod.Lens, "report"), "Lens.report(path, **kw) should call report.write_report"
+    if not hasattr(lens_mod.Lens, "report"):
+        pytest.skip("Lens.report(path, **kw) is not there yet (lens.py should call report.write_report)")
+    import semlens_widgets.report as report_mod
+
+    seen = {}
+
+    def fake_write(lens, path, **kw):
+        seen.update(lens=lens, path=path, kw=kw)
+        return path
+
+    monkeypatch.setattr(report_mod, "write_report", fake_write)
+    sentinel = object()
+    lens_mod.Lens.report(sentinel, tmp_path / "r.html", queries=["x"])
+    assert seen["lens"] is sentinel and seen["kw"] == {"queries": ["x"]}
 
 
 # ---------------------------------------------------------------------------- demo world
@@ -379,3 +392,25 @@ def test_per_component_redundancy_is_averaged():
     page = render_report(PerComponent(), progress=False)
     table = re.search(r'<table class="data measures">(.*?)</table>', page, re.S).group(1)
     assert table.count("<td>0.300</td>") == 2
+
+
+def test_uses_the_lens_summary_and_vocabulary_when_it_has_them():
+    import pandas as pd
+
+    class Summarising(FakeLens):
+        vocabulary = ["dog", "cat"]
+
+        def measures_summary(self, layers=None):
+            self._count("measures_summary")
+            return pd.DataFrame({"layer": list(reversed(self.layers)), "n_components": [16, 12],
+                                 "clarity": [0.25, 0.5], "polysemanticity": [0.125, 0.75],
+                                 "redundancy": [0.875, 0.375]})
+
+    lens = Summarising()
+    page = render_report(lens, progress=False)
+    assert lens.calls["measures_summary"] == 1 and "redundancy" not in lens.calls
+    assert lens.calls["label"] == 1  # the map is labelled with the lens vocabulary
+    table = re.search(r'<table class="data measures">(.*?)</table>', page, re.S).group(1)
+    rows = re.findall(r"<tr>(.*?)</tr>", table)
+    assert rows[1] == "<td>layer3</td><td>12</td><td>0.500</td><td>0.750</td><td>0.375</td>"
+    assert rows[2] == "<td>layer4</td><td>16</td><td>0.250</td><td>0.125</td><td>0.875</td>"
