@@ -217,3 +217,26 @@ class TensorDataset3(Dataset):
         if self.mode == "dict":
             return {"image": self.x[i], "label": self.y[i]}
         return self.x[i], self.y[i]
+
+
+def tiny_vgg(num_classes: int = 3, seed: int = 0) -> nn.Module:
+    """A torchvision ``VGG`` instance with tiny layers (torchvision's own __init__ hardcodes a
+    25088 x 4096 classifier, too big for unit tests): Conv/BN/ReLU/MaxPool features,
+    AdaptiveAvgPool to 2x2, a small classifier. Same class, same forward."""
+    from torchvision.models import VGG
+
+    torch.manual_seed(seed)
+    model = VGG.__new__(VGG)
+    nn.Module.__init__(model)
+    model.features = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+    )
+    model.avgpool = nn.AdaptiveAvgPool2d((2, 2))
+    model.classifier = nn.Sequential(nn.Linear(64, 16), nn.ReLU(True), nn.Dropout(), nn.Linear(16, num_classes))
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.1, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+    return model.eval()
