@@ -34,12 +34,12 @@ __all__ = [
     "default_chunk",
 ]
 
-# Bound on the float32 working set of one chunk, in elements (64 M elements = 256 MB).
-_WORKSET_ELEMENTS = 64 * 2**20
+# Bound on the float32 working set of one chunk, in elements (16 M elements = 64 MB).
+_WORKSET_ELEMENTS = 16 * 2**20
 
 
 def default_chunk(m: int, d: int) -> int:
-    """Components per chunk so that one float32 chunk ``[chunk, m, d]`` stays near 256 MB."""
+    """Components per chunk so that one float32 chunk ``[chunk, m, d]`` stays near 64 MB."""
     return max(1, _WORKSET_ELEMENTS // max(1, m * d))
 
 
@@ -85,16 +85,16 @@ def clarity(
     chunk = chunk or default_chunk(m, d)
     out = torch.empty(C, dtype=torch.float32)
     for s in range(0, C, chunk):
-        v = _normalize(V[s : s + chunk])  # [b, m, d]
+        x = V[s : s + chunk].float()  # [b, m, d]
+        w = 1.0 / x.norm(dim=-1).clamp_min(1e-12)  # [b, m]: normalisation folded into the sum
         if valid is None:
-            n = torch.full((v.shape[0],), float(m))
+            n = torch.full((x.shape[0],), float(m))
         else:
-            w = valid[s : s + chunk].to(v.dtype)
-            v = v * w.unsqueeze(-1)
-            n = w.sum(1)
-        sq = v.sum(1).pow(2).sum(-1)  # ||sum v_hat||^2 [b]
-        with torch.no_grad():
-            c = (sq - n) / (n * (n - 1))
+            vm = valid[s : s + chunk].float()
+            w = w * vm
+            n = vm.sum(1)
+        sq = torch.einsum("bm,bmd->bd", w, x).pow(2).sum(-1)  # ||sum v_hat||^2 [b]
+        c = (sq - n) / (n * (n - 1))
         c[n < 2] = float("nan")
         out[s : s + chunk] = c.cpu()
     return out
@@ -177,6 +177,7 @@ def two_means(
     *,
     first: torch.Tensor | None = None,
     n_iter: int = 20,
+    normalized: bool = False,
 ) -> torch.Tensor:
     """Batched spherical 2-means of the example embeddings of each component (no loop over
     components).
@@ -186,7 +187,7 @@ def two_means(
     valid example least similar to the first (farthest point). Then at most ``n_iter`` Lloyd
     steps with cosine assignment; a cluster that becomes empty keeps its previous centre.
 
-    V:     [b, m, d] (normalised here).
+    V:     [b, m, d] (normalised here unless ``normalized=True`` says rows are unit already).
     valid: BoolTensor [b, m] or None.
     first: LongTensor [b] or None, index (into m) of each component's first centre.
     Returns LongTensor [b, m] of cluster ids in {0, 1} (invalid examples get an id but are
@@ -194,7 +195,7 @@ def two_means(
     """
     _check_V(V, valid)
     b, m, _ = V.shape
-    v = _normalize(V)
+    v = V.float() if normalized else _normalize(V)
     w = torch.ones(b, m) if valid is None else valid.float()
     rows = torch.arange(b)
     if first is None:
@@ -203,19 +204,23 @@ def two_means(
     elif first.shape != (b,):
         raise ValueError(f"first must be a LongTensor [{b}], got {tuple(first.shape)}")
     c0 = v[rows, first]  # [b, d]
-    sim0 = torch.einsum("bmd,bd->bm", v, c0).masked_fill(w == 0, math.inf)
+    sim0 = torch.bmm(v, c0.unsqueeze(-1)).squeeze(-1).masked_fill(w == 0, math.inf)  # [b, m]
     c1 = v[rows, sim0.argmin(1)]
-    cent = torch.stack([c0, c1], 1)  # [b, 2, d]
+    total = torch.bmm(w.unsqueeze(1), v).squeeze(1)  # [b, d] sum of all (valid) examples
     assign = torch.full((b, m), -1, dtype=torch.int64)
     for _ in range(n_iter):
-        new = torch.einsum("bmd,bhd->bmh", v, cent).argmax(-1)  # [b, m]
+        # with unit centres, argmax_h cos(v, c_h) is the side of the bisecting hyperplane
+        new = (torch.bmm(v, (c1 - c0).unsqueeze(-1)).squeeze(-1) > 0).long()  # [b, m]
         if torch.equal(new, assign):
             break
         assign = new
-        onehot = torch.nn.functional.one_hot(assign, 2).float() * w.unsqueeze(-1)  # [b, m, 2]
-        sums = torch.einsum("bmh,bmd->bhd", onehot, v)  # [b, 2, d]
-        counts = onehot.sum(1)  # [b, 2]
-        cent = torch.where((counts > 0).unsqueeze(-1), _normalize(sums), cent)
+        w1 = w * assign  # [b, m] weights of cluster 1
+        s1 = torch.bmm(w1.unsqueeze(1), v).squeeze(1)  # [b, d]
+        s0 = total - s1
+        n1 = w1.sum(1, keepdim=True)
+        n0 = w.sum(1, keepdim=True) - n1
+        c0 = torch.where(n0 > 0, _normalize(s0), c0)
+        c1 = torch.where(n1 > 0, _normalize(s1), c1)
     return assign
 
 
@@ -261,9 +266,9 @@ def polysemanticity(
             else:  # position of the rank-th valid slot
                 csum = vm.long().cumsum(1)  # [b, m]
                 first = (csum <= rank[s : s + chunk].unsqueeze(1)).sum(1).clamp_max(m - 1)
-        assign = two_means(v, vm, first=first, n_iter=n_iter)
-        onehot = torch.nn.functional.one_hot(assign, 2).float() * w.unsqueeze(-1)
-        u = _normalize(torch.einsum("bmh,bmd->bhd", onehot, v))  # [b, 2, d]
+        assign = two_means(v, vm, first=first, n_iter=n_iter, normalized=True)
+        onehot = torch.nn.functional.one_hot(assign, 2).float() * w.unsqueeze(-1)  # [b, m, 2]
+        u = _normalize(torch.bmm(onehot.transpose(1, 2), v))  # [b, 2, d] cluster sums
         counts = onehot.sum(1)  # [b, 2]
         cos = (u[:, 0] * u[:, 1]).sum(-1)
         p = 1.0 - cos
