@@ -1,0 +1,159 @@
+"""Run JupyterLab on loopback and drive it with Playwright + Debian's Chromium (offline).
+
+Used by tests/test_browser.py and benchmarks/bench_explorer.py. Recipe: ../shared BROWSER-TESTING:
+fixed token, free port, a temp dir as the server root, Chromium from /usr/bin/chromium, the
+server stopped by its PID afterwards.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+CHROMIUM = os.environ.get("SLW_CHROMIUM", "/usr/bin/chromium")
+TOKEN = "slw-test-token"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+
+
+def missing() -> str | None:
+    """Why the browser tests cannot run here (None when they can)."""
+    if not Path(CHROMIUM).exists():
+        return f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    for mod in ("jupyterlab", "playwright", "anywidget"):
+        try:
+            __import__(mod)
+        except ImportError:
+            return f"python package {mod!r} is missing (pip install -e '.[dev]')"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def jupyterlab(files: list[Path], timeout: float = 90.0):
+    """Copy ``files`` into a temp dir, start JupyterLab there; yields (base_url, root_dir)."""
+    root = Path(tempfile.mkdtemp(prefix="slw-jlab-"))
+    for f in files:
+        shutil.copy(f, root / Path(f).name)
+    port = free_port()
+    env = dict(os.environ)
+    # keep user settings / workspaces out of the test: a fresh config and data dir per run
+    for var, sub in (("JUPYTER_CONFIG_DIR", "cfg"), ("JUPYTERLAB_SETTINGS_DIR", "settings"),
+                     ("JUPYTERLAB_WORKSPACES_DIR", "ws"), ("IPYTHONDIR", "ipython")):
+        (root / ".jl" / sub).mkdir(parents=True, exist_ok=True)
+        env[var] = str(root / ".jl" / sub)
+    # no "news?" toast over the widgets in screenshots
+    notif = root / ".jl" / "settings" / "@jupyterlab" / "apputils-extension"
+    notif.mkdir(parents=True, exist_ok=True)
+    (notif / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
+    # the kernel imports semlens_widgets from this checkout even if it is not installed
+    repo = Path(__file__).resolve().parent.parent
+    env["PYTHONPATH"] = os.pathsep.join([str(repo), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    log = open(root / "jupyterlab.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+         f"--IdentityProvider.token={TOKEN}", "--ServerApp.disable_check_xsrf=True", "--allow-root",
+         f"--ServerApp.root_dir={root}", "--LabApp.news_url=", "--LabServerApp.open_browser=False",
+         "--ServerApp.port_retries=0"],
+        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited ({proc.returncode}); log: {(root / 'jupyterlab.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("JupyterLab did not start in time")
+            time.sleep(0.3)
+        yield base, root
+    finally:
+        # stop JupyterLab (and its kernels, same session) by PID
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def chromium(viewport=(1400, 1000)):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            ctx = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+            yield ctx
+        finally:
+            browser.close()
+
+
+def open_notebook(ctx, base: str, name: str):
+    page = ctx.new_page()
+    page.goto(f"{base}/lab/tree/{name}?token={TOKEN}&reset")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    # wait until the kernel is connected and idle (Run All before that runs nothing)
+    page.wait_for_function(
+        "() => { const s = document.querySelector('.jp-Notebook-ExecutionIndicator');"
+        " return s && s.getAttribute('data-status') === 'idle'; }", timeout=60_000)
+    page.wait_for_timeout(500)
+    return page
+
+
+def run_all(page, attempts: int = 6) -> None:
+    """Run > Run All Cells (the menu: keyboard shortcuts need a focused cell). Right after the
+    page loads the kernel's websocket may not be up and the request is lost: retry until the
+    first cell shows an execution count ([*] or [1])."""
+    started = ("() => { const p = document.querySelector('.jp-Notebook .jp-Cell .jp-InputArea-prompt');"
+               " return !!p && /\\[(\\*|\\d+)\\]/.test(p.textContent); }")
+    for _ in range(attempts):
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        try:
+            page.wait_for_function(started, timeout=5_000)
+            return
+        except Exception:  # noqa: BLE001 - playwright TimeoutError: try again
+            page.keyboard.press("Escape")
+    raise RuntimeError("Run All Cells never started the notebook")
+
+
+def canvas_ink(page, selector: str) -> dict:
+    """Pixels of the first canvas matching selector that differ from its top-left pixel."""
+    return page.evaluate(
+        """(sel) => {
+          const c = document.querySelector(sel);
+          if (!c) return {found: false};
+          const ctx = c.getContext('2d');
+          const d = ctx.getImageData(0, 0, c.width, c.height).data;
+          const bg = [d[0], d[1], d[2]];
+          let ink = 0;
+          for (let i = 0; i < d.length; i += 4) {
+            if (Math.abs(d[i] - bg[0]) + Math.abs(d[i + 1] - bg[1]) + Math.abs(d[i + 2] - bg[2]) > 40) ink++;
+          }
+          return {found: true, ink, total: d.length / 4, width: c.width, height: c.height};
+        }""", selector)
