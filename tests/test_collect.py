@@ -305,3 +305,26 @@ def test_model_mode_restored(cnn_data):
         assert model.training
     finally:
         model.eval()
+
+
+def test_custom_collate_turns_items_into_tensors():
+    """A DataLoader whose collate_fn builds the tensors (items are numpy arrays) is accepted;
+    a collate_fn that yields the wrong rank is refused with the batch's shape."""
+    ds = TensorDataset3(9, size=8)
+    items = [(ds.x[i].numpy(), int(ds.y[i])) for i in range(len(ds))]
+
+    def collate(batch):
+        return torch.stack([torch.from_numpy(a) for a, _ in batch]), torch.tensor([y for _, y in batch])
+
+    model = TinyCNN()
+    res = collect_topm(model, DataLoader(items, batch_size=4, collate_fn=collate), ["features.relu1"], 3, progress=False)
+    out, _ = _brute_outputs(model, ds.x, "features.relu1")
+    v, i, _ = _brute_topm(out.amax(dim=(2, 3)), 3)
+    _assert_topm_equal(res.topm["features.relu1"], v, i)
+    assert torch.equal(res.labels, ds.y)
+
+    def flat_collate(batch):
+        return collate(batch)[0].flatten(1)
+
+    with pytest.raises(ValueError, match=r"batch 0 has images of shape \(4, 192\); expected \[B, C, H, W\]"):
+        collect_topm(model, DataLoader(items, batch_size=4, collate_fn=flat_collate), ["fc"], 3, progress=False)

@@ -620,7 +620,12 @@ def collect_topm(
     n_total = len(dataset)  # type: ignore[arg-type]
     if n_total == 0:
         raise ValueError("the dataset is empty (len 0); collect_topm needs at least one sample")
-    _check_item(dataset[0])
+    collate = getattr(getattr(loader, "collate_fn", None), "collate_fn", None)
+    if collate is default_collate:
+        # Items reach the model as they are: check the first one for a clear message (a custom
+        # collate_fn may legitimately turn non-tensor items into tensors; its batches are
+        # checked below instead).
+        _check_item(dataset[0])
 
     by_module: dict[str, list[LayerSpec]] = {}
     for spec, _ in resolved.values():
