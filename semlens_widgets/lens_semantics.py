@@ -95,9 +95,12 @@ def _concept_list(concepts: Any, what: str = "concepts") -> list[str]:
     return out
 
 
-def _check_over(over: str) -> str:
+def _check_over(over: str | None, lens: Any) -> str:
+    """``over=None``: the dataset labels when there are any, else the model's predictions."""
+    if over is None:
+        return "label" if lens.sample_labels is not None else "prediction"
     if over not in OVER:
-        raise ValueError(f"over must be one of {list(OVER)}, got {over!r}")
+        raise ValueError(f"over must be one of {list(OVER)} or None, got {over!r}")
     return over
 
 
@@ -467,15 +470,16 @@ class LensSemanticsMixin:
         target: Any,
         layer: str,
         *,
-        over: str = "label",
+        over: str | None = None,
         max_samples: int = 256,
         normalize: str = "abs",
         per_sample: bool = False,
     ) -> pd.DataFrame:
         """CRP relevance of every component of ``layer`` for class ``target`` (DESIGN eq. 3).
 
-        Samples: those whose ``over`` (dataset "label" or model "prediction") equals ``target``,
-        the first ``max_samples`` by dataset index. Relevance starts at the target logit and is
+        Samples: those whose ``over`` (dataset "label" or model "prediction"; default None: labels
+        when the dataset has them, else predictions) equals ``target``, the first
+        ``max_samples`` by dataset index. Relevance starts at the target logit and is
         propagated with ``lens.composite`` (EpsilonPlusFlat + canonizers; without LRP rules:
         activation x gradient). ``normalize="abs"`` (default) divides each sample's vector by
         its summed absolute relevance (shares in [-1, 1], every sample weighs the same);
@@ -486,7 +490,7 @@ class LensSemanticsMixin:
         """
         layer = self._crp_layer(layer)
         target = self._target(target)
-        over = _check_over(over)
+        over = _check_over(over, self)
         max_samples = _check_positive_int("max_samples", max_samples)
         _relevance._check_normalize(normalize)
         got = self._relevance_raw(target, layer, over, max_samples)
@@ -505,7 +509,7 @@ class LensSemanticsMixin:
                              "relevance": R.mean(0).numpy().astype(float)})
 
     def class_relevance(
-        self, layer: str, *, over: str = "label", max_per_class: int = 32, normalize: str = "abs"
+        self, layer: str, *, over: str | None = None, max_per_class: int = 32, normalize: str = "abs"
     ) -> torch.Tensor:
         """Mean relevance of every component for every class ``[K, C]`` (DESIGN eq. 3 aggregated
         per class): each sample explained for its own class (``over``: label or prediction), at
@@ -513,7 +517,7 @@ class LensSemanticsMixin:
         (all CRP-capable layers at once); cached in the store. Rows of classes without samples
         are 0."""
         layer = self._crp_layer(layer)
-        over = _check_over(over)
+        over = _check_over(over, self)
         max_per_class = _check_positive_int("max_per_class", max_per_class)
         _relevance._check_normalize(normalize)
         K = self.num_classes
@@ -555,7 +559,7 @@ class LensSemanticsMixin:
                     got = t
         return (got["mean_abs"] if normalize == "abs" else got["mean_raw"]).clone()
 
-    def top_classes(self, layer: str, k: int = 3, *, over: str = "label", max_per_class: int = 32) -> pd.DataFrame:
+    def top_classes(self, layer: str, k: int = 3, *, over: str | None = None, max_per_class: int = 32) -> pd.DataFrame:
         """For every component the k output classes it is most relevant for (the paper's
         "Indian person" neuron that matters for "butcher shop", "scale", "rickshaw").
 
@@ -589,10 +593,8 @@ class LensSemanticsMixin:
         labels = self._current_labels(layer)
         top = pd.DataFrame(columns=["rank", "class", "name", "relevance"])
         if self.num_classes is not None and "@" not in layer and "[" not in layer:
-            src = self.sample_labels if self.sample_labels is not None else self.sample_predictions
-            if src is not None:
-                over = "label" if self.sample_labels is not None else "prediction"
-                tc = self.top_classes(layer, k, over=over)
+            if self.sample_labels is not None or self.sample_predictions is not None:
+                tc = self.top_classes(layer, k)
                 top = tc[tc.component == comp].drop(columns=["layer", "component"]).reset_index(drop=True)
         return ComponentInfo(layer=layer, component=comp, label=None if labels is None else labels[comp],
                              examples=ex, measures=meas, top_classes=top)
@@ -606,7 +608,7 @@ class LensSemanticsMixin:
         target: Any,
         *,
         tau: float = 0.0,
-        over: str = "label",
+        over: str | None = None,
         max_samples: int = 256,
     ) -> AuditResult:
         """Audit the components of ``layer`` for class ``target`` (DESIGN eq. 7, paper 3.4).
@@ -675,7 +677,7 @@ class LensSemanticsMixin:
         *,
         top_k: int = 5,
         threshold: float = 0.0,
-        over: str = "label",
+        over: str | None = None,
         max_samples: int = 32,
     ) -> AttributionGraph:
         """Attribution graph of class ``target`` through ``layers`` (DESIGN eq. 9), a Sankey.
@@ -690,7 +692,7 @@ class LensSemanticsMixin:
         """
         target = self._target(target)
         layers = [self._crp_layer(l) for l in self._sem_layers(layers)]
-        over = _check_over(over)
+        over = _check_over(over, self)
         max_samples = _check_positive_int("max_samples", max_samples)
         if not _is_int(top_k) or top_k < 0:
             raise ValueError(f"top_k must be an int >= 0, got {top_k!r}")

@@ -417,3 +417,33 @@ def test_real_lens_end_to_end(tmp_path):
     finally:
         R.component_relevance = orig
     pd.testing.assert_frame_equal(rel, rel2)
+
+
+# ------------------------------------------------------------------ the demo world
+
+
+@pytest.mark.slow
+def test_audit_demo_world_watermark_components_are_spurious(tmp_path):
+    """The planted shortcut (star <- watermark): components whose activation is best predicted by
+    the watermark (ground truth, clear AUC) are audited spurious (or both) and are more relevant
+    for the shortcut class than the average component."""
+    from semlens_widgets.demo import models as demo_models
+
+    if not (demo_models.CLIP_WEIGHTS.is_file() and demo_models.CLASSIFIER_WEIGHTS.is_file()):
+        pytest.skip("demo weights not shipped yet (python -m semlens_widgets.demo.train)")
+    from semlens_widgets import demo
+    from semlens_widgets.lens import Lens
+
+    world = demo.load(n_per_class=12)
+    layer = world.layers[-1]
+    lens = Lens(world.model, world.dataset, world.fm, [layer], m=8, crop="activation",
+                store=tmp_path / "s", progress=False, batch_size=32).run()
+    truth = world.ground_truth.table(layer)
+    wm = truth[(truth.concept == world.shortcut_artefact) & truth.clear].component.to_numpy()
+    assert len(wm) > 0, "the demo classifier should have watermark components"
+    res = lens.audit(valid=world.valid_concepts[world.shortcut_class], spurious=[world.shortcut_artefact],
+                     layer=layer, target=world.shortcut_target)
+    t = res.table.set_index("component")
+    assert t.category[wm].isin(["spurious", "both"]).mean() >= 0.5
+    assert t.relevance[wm].mean() > t.relevance.mean()
+    assert set(int(c) for c in wm) & set(res.spurious_samples)
