@@ -541,8 +541,8 @@ class Lens(LensSemanticsMixin):
         from semlens_widgets.kernels.crops import activation_heatmaps, crp_heatmaps
 
         if self.crop_mode == "crp":
-            return crp_heatmaps(self.model, x, layer, comps.to(self.device), self.composite)
-        return activation_heatmaps(self.model, x, layer, comps.to(self.device), self.pooling)
+            return crp_heatmaps(self.model, x, layer, comps, self.composite, pooling=self.pooling)
+        return activation_heatmaps(self.model, x, layer, comps, self.pooling)
 
     def _compute_boxes(self, layer: str, idx: torch.Tensor, comps: torch.Tensor) -> torch.Tensor:
         """Boxes of the concept examples ``idx [c, me]`` of components ``comps [c]`` -> ``[c, me, 4]``."""

@@ -81,8 +81,8 @@ def make(model, data, fm, store, **kw):
     kw.setdefault("m", 4)
     kw.setdefault("crop", "activation")
     kw.setdefault("progress", False)
-    kw.setdefault("chunk_size", 4)
-    kw.setdefault("batch_size", 8)
+    kw.setdefault("chunk_size", 8)
+    kw.setdefault("batch_size", 32)
     return Lens(model, data, fm, kw.pop("layers", LAYERS), store=store, **kw)
 
 
@@ -281,16 +281,16 @@ def test_added_layer_collects_only_it(fm, tmp_path):
 # ------------------------------------------------------------------------------ resume
 
 
-@pytest.mark.parametrize("crop", ["crp", "full"])
+@pytest.mark.parametrize("crop", ["activation", "full"])
 def test_interrupted_embedding_resumes_identically(fm, tmp_path, crop):
     data = ImgSet()
     model = TinyCNN(num_classes=3)
     full = CountingFM(fm)
-    ref = results(make(model, data, full, tmp_path / "ref", crop=crop, chunk_size=2).run())
+    ref = results(make(model, data, full, tmp_path / "ref", crop=crop, chunk_size=4).run())
 
     flaky = CountingFM(fm, fail_after=max(full.calls // 2, 1))
     with pytest.raises(KeyboardInterrupt):
-        make(model, data, flaky, tmp_path / "s", crop=crop, chunk_size=2).run()
+        make(model, data, flaky, tmp_path / "s", crop=crop, chunk_size=4).run()
     keys = Store(tmp_path / "s").keys()
     assert "embed/features.relu2" not in keys  # no final entry for the interrupted layer
     assert [k for k in keys if "/chunk" in k]  # but its finished chunks
@@ -298,7 +298,7 @@ def test_interrupted_embedding_resumes_identically(fm, tmp_path, crop):
 
     calls = count_forwards(model)
     resumed = CountingFM(fm)
-    lens = make(model, data, resumed, tmp_path / "s", crop=crop, chunk_size=2).run()
+    lens = make(model, data, resumed, tmp_path / "s", crop=crop, chunk_size=4).run()
     assert calls[0] == 0  # collection and boxes reused
     assert 0 < resumed.calls < full.calls  # finished chunks were not recomputed
     assert_same(results(lens), ref)
@@ -310,9 +310,9 @@ def test_interrupted_crop_step_resumes_identically(fm, tmp_path):
     chunks; the rerun computes only the rest and ends identical to an uninterrupted run."""
     data = ImgSet()
     model = TinyCNN(num_classes=3)
-    ref = results(make(model, data, fm, tmp_path / "ref", crop="crp").run())
+    ref = results(make(model, data, fm, tmp_path / "ref", crop="crp", chunk_size=4).run())
 
-    lens = make(model, data, fm, tmp_path / "s", crop="crp")
+    lens = make(model, data, fm, tmp_path / "s", crop="crp", chunk_size=4)
     real = lens._compute_boxes
     seen = []
 
@@ -329,7 +329,7 @@ def test_interrupted_crop_step_resumes_identically(fm, tmp_path):
     assert "boxes/features.relu1" in keys and "boxes/features.relu2/chunk0-4" in keys
     assert "boxes/features.relu2" not in keys
 
-    lens = make(model, data, fm, tmp_path / "s", crop="crp")
+    lens = make(model, data, fm, tmp_path / "s", crop="crp", chunk_size=4)
     real2, redone = lens._compute_boxes, []
     lens._compute_boxes = lambda layer, idx, comps: redone.append(int(comps[0])) or real2(layer, idx, comps)
     lens.run()
