@@ -38,6 +38,10 @@ __all__ = [
 _WORKSET_ELEMENTS = 16 * 2**20
 
 
+# Bound on one chunk of a similarity matrix, in elements (64 M elements = 256 MB).
+_SIM_ELEMENTS = 64 * 2**20
+
+
 def default_chunk(m: int, d: int) -> int:
     """Components per chunk so that one float32 chunk ``[chunk, m, d]`` stays near 64 MB."""
     return max(1, _WORKSET_ELEMENTS // max(1, m * d))
@@ -121,9 +125,10 @@ def max_similarity(
     b: torch.Tensor | None = None,
     *,
     exclude_self: bool | None = None,
-    chunk: int = 4096,
+    chunk: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """For every row of ``a`` the best cosine match in ``b`` (chunked; memory ``chunk x Cb``).
+    """For every row of ``a`` the best cosine match in ``b`` (chunked; memory ``chunk x Cb``,
+    by default ``chunk = 2**26 / Cb`` rows, about 256 MB).
 
     a: [Ca, d]; b: [Cb, d] or None (then b = a and the diagonal is excluded, as ``j != k``).
     Returns ``(values [Ca] float32, indices [Ca] int64)``. When ``b`` has a single row and self
@@ -141,6 +146,7 @@ def max_similarity(
     if exclude_self and a.shape[0] != b.shape[0]:
         raise ValueError("exclude_self needs a and b to index the same components")
     bn = _normalize(b)
+    chunk = chunk or max(1, _SIM_ELEMENTS // max(1, b.shape[0]))
     vals = torch.empty(a.shape[0], dtype=torch.float32)
     idx = torch.empty(a.shape[0], dtype=torch.int64)
     for s in range(0, a.shape[0], chunk):
@@ -155,7 +161,7 @@ def max_similarity(
     return vals, idx
 
 
-def redundancy(theta: torch.Tensor, *, chunk: int = 4096) -> tuple[float, torch.Tensor]:
+def redundancy(theta: torch.Tensor, *, chunk: int | None = None) -> tuple[float, torch.Tensor]:
     """Redundancy of a layer, paper eq. 9 (DESIGN eq. 8).
 
     ``redundancy = mean_k max_{j != k} cos(theta_k, theta_j)``: 1 when every component has an

@@ -191,9 +191,10 @@ def audit_categories(a_valid: torch.Tensor, a_spur: torch.Tensor, tau: float = 0
 
 
 def nearest_neighbours(
-    a: torch.Tensor, b: torch.Tensor, *, chunk: int = 4096
+    a: torch.Tensor, b: torch.Tensor, *, chunk: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best cosine match in ``b`` for every row of ``a`` (chunked: memory ``chunk x Cb``).
+    """Best cosine match in ``b`` for every row of ``a`` (chunked: memory ``chunk x Cb``, by
+    default about 256 MB).
 
     a: [Ca, d]; b: [Cb, d]. Returns (cosine [Ca] float32, index into b [Ca] int64)."""
     _check(a, 2, "a", "[Ca, d]")
@@ -202,6 +203,7 @@ def nearest_neighbours(
     if a.shape[0] == 0 or b.shape[0] == 0:
         raise ValueError(f"cannot match empty sets of components ({a.shape[0]} vs {b.shape[0]})")
     bn = normalize(b)
+    chunk = chunk or max(1, 64 * 2**20 // b.shape[0])
     vals = torch.empty(a.shape[0])
     idx = torch.empty(a.shape[0], dtype=torch.int64)
     for s in range(0, a.shape[0], chunk):
@@ -210,7 +212,7 @@ def nearest_neighbours(
     return vals, idx
 
 
-def set_similarity(a: torch.Tensor, b: torch.Tensor, *, chunk: int = 4096) -> float:
+def set_similarity(a: torch.Tensor, b: torch.Tensor, *, chunk: int | None = None) -> float:
     """Model similarity, DESIGN eq. 6 (paper eqs. 5/6):
     ``S(M -> N) = mean_{theta in M} max_{theta' in N} cos(theta, theta')``.
 
