@@ -20,6 +20,7 @@ i-th call of a reused module, ``"name[j]"`` for element j of a tuple output).
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -105,6 +106,7 @@ def _num_components(act: torch.Tensor) -> int:
 # ----------------------------------------------------------------------------- CRP
 
 
+@functools.lru_cache(maxsize=None)
 def _crp_attribution_class():
     from crp.attribution import CondAttribution
 
