@@ -203,3 +203,15 @@ def test_semantic_embedding():
         semantic_embedding(V[0])
     with pytest.raises(ValueError, match=r"valid must be a BoolTensor \[C, m\] = \[4, 3\]"):
         semantic_embedding(V, valid.long())
+
+
+def test_activation_map_survives_inplace_relu():
+    """A conv followed by ReLU(inplace=True): the recorded conv map keeps its negative values."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(inplace=True)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        ref = model[0](x)
+    assert (ref < 0).any()
+    heat = activation_heatmaps(model, x, "0", torch.tensor([1, 2]))  # same size: no resampling
+    torch.testing.assert_close(heat, ref[torch.arange(2), torch.tensor([1, 2])])

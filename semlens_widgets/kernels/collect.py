@@ -464,7 +464,11 @@ class _ModuleRecorder:
             if self.pooling is None:
                 if self.retain_grad and out.requires_grad:
                     out.retain_grad()
-                self.pooled[spec.name] = out
+                    self.pooled[spec.name] = out
+                else:
+                    # a copy: a later in-place op (ReLU(inplace=True) after a conv or a
+                    # BatchNorm) would otherwise overwrite the recorded output
+                    self.pooled[spec.name] = out.detach().clone()
             else:
                 self.pooled[spec.name] = pool_activations(out, self.pooling)
 
@@ -496,8 +500,9 @@ class LayerCapture:
     """Record the raw outputs of layers (``"name"``, ``"name@i"``, ``"name[j]"``) during the
     forward passes run inside a ``with`` block.
 
-    ``capture.outputs[name]`` is the selected output tensor of the last forward pass (not
-    detached; ``retain_grad=True`` calls ``retain_grad()`` on it so CRP can read its relevance).
+    ``capture.outputs[name]`` is the selected output of the last forward pass: a detached copy
+    (safe from later in-place ops), or with ``retain_grad=True`` and an output that requires
+    grad, the tensor itself with ``retain_grad()`` called (CRP reads its relevance).
     Call :meth:`check` after a forward pass: it raises for a module that was called several
     times per forward under a plain name, for ``@i`` beyond the number of calls and for a
     module that was not called. Call :meth:`reset` before each forward pass when reusing it.
