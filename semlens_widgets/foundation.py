@@ -249,16 +249,12 @@ class FoundationModel:
         dev = torch.device(device)
         kwargs: dict[str, Any] = dict(device=dev, precision=precision or "fp32")
         if ckpt is not None:
-            # load the file ourselves: open_clip's loader reads .safetensors with safetensors
-            # and .pt/.bin with torch.load(weights_only=True); strict key matching.
-            model, _, _ = open_clip.create_model_and_transforms(name, pretrained=None, **kwargs)
-            from open_clip.factory import load_checkpoint
-
+            # open_clip reads .safetensors with safetensors and .pt/.bin with
+            # torch.load(weights_only=True), and loads them with strict key matching
             try:
-                load_checkpoint(model, ckpt, strict=True, weights_only=True)
+                model, _, _ = open_clip.create_model_and_transforms(name, pretrained=ckpt, **kwargs)
             except RuntimeError as e:
                 raise ValueError(f"weights file {ckpt!r} does not fit open_clip config {name!r}: {e}") from None
-            model.to(dev)
         else:
             model, _, _ = open_clip.create_model_and_transforms(
                 name, pretrained=identity.get("pretrained"), **kwargs
