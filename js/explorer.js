@@ -22,14 +22,21 @@ function render({ model, el }) {
   };
   // count the sibling views that have drawn (they set data-ready on their root element)
   const box = () => el.closest(".slw-explorer-box");
+  let done = false;
   const check = () => {
     const b = box();
-    if (!b) return;
+    if (!b || done) return;
     const views = b.querySelectorAll(".slw[data-testid]:not(.slw-explorer)");
-    const done = b.querySelectorAll(".slw[data-ready='true']:not(.slw-explorer)").length;
+    const n = b.querySelectorAll(".slw[data-ready='true']:not(.slw-explorer)").length;
     const want = model.get("n_views");
-    progress.textContent = done >= want ? "" : `loading views ${done}/${want}…`;
-    if (done >= want && views.length >= want) { b.dataset.allReady = "true"; ready(el); clearInterval(timer); }
+    progress.textContent = n >= want ? "" : `loading views ${n}/${want}…`;
+    if (n >= want && views.length >= want) {
+      done = true;
+      clearInterval(timer);
+      document.removeEventListener("slw-ready", onReady);
+      b.dataset.allReady = "true";
+      ready(el);
+    }
   };
   const onReady = () => check();
   document.addEventListener("slw-ready", onReady);

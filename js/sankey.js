@@ -31,8 +31,10 @@ function render({ model, el }) {
 
   const draw = () => {
     setOptions(targetSel, model.get("targets").map(([i, name]) => [i, `${i}: ${name}`]), model.get("target"));
-    const layers = model.get("layers");
     const rawNodes = model.get("nodes") || [];
+    // columns: the graph's layers (input -> output), then any other column such as the class node
+    const layers = [...model.get("layers")];
+    for (const n of rawNodes) if (!layers.includes(n.layer)) layers.push(n.layer);
     const rawEdges = model.get("edges") || [];
     if (!rawNodes.length) {
       replace(svgWrap, emptyNote("no attribution graph for this class"));

@@ -156,7 +156,10 @@ class FakeLens:
                              "clarity": rng.uniform(0, 1, n), "polysemanticity": rng.uniform(0, 1, n),
                              "redundancy": rng.uniform(0, 1, n)})
 
-    def map(self, layer: str) -> pd.DataFrame:
+    def map(self, layer) -> pd.DataFrame:
+        """``layer, component, x, y``; a list of layers gives one joint map."""
+        if not isinstance(layer, str):
+            return pd.concat([self.map(l) for l in layer], ignore_index=True)
         xy = self._xy[self._check_layer(layer)]
         return pd.DataFrame({"layer": layer, "component": range(len(xy)), "x": xy[:, 0], "y": xy[:, 1]})
 
@@ -213,7 +216,7 @@ class FakeLens:
             rel = self._rel[l][int(target)]
             for name, comps in lab.groups.items():
                 nodes.append((f"{l}:{name}", l, name, comps, float(np.abs(rel[comps]).sum()), True))
-            rest = [c for c in range(self._sizes[l]) if lab.table["label"][c] is None]
+            rest = [c for c in range(self._sizes[l]) if pd.isna(lab.table["label"][c])]
             if rest:
                 nodes.append((f"{l}:(unlabelled)", l, "(unlabelled)", rest, float(np.abs(rel[rest]).sum()), False))
         nd = pd.DataFrame(nodes, columns=["id", "layer", "label", "components", "relevance", "labelled"])

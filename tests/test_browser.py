@@ -43,9 +43,14 @@ def page():
         pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         errors: list[str] = []
         pg.on("pageerror", lambda e: errors.append(str(e)))
-        run_all(pg)
-        for view in ("search", "gallery", "map", "sankey", "audit", "compare", "explorer"):
-            pg.wait_for_selector(READY.format(view), timeout=90_000, state="attached")
+        try:
+            run_all(pg)
+            for view in ("search", "gallery", "map", "sankey", "audit", "compare", "explorer"):
+                pg.wait_for_selector(READY.format(view), timeout=90_000, state="attached")
+        except Exception:
+            pg.screenshot(path=str(SHOTS / "failure.png"))
+            outputs = pg.evaluate("() => [...document.querySelectorAll('.jp-OutputArea-output')].map(o => o.innerText.slice(0, 500))")
+            raise AssertionError(f"the notebook did not render every view; outputs: {outputs}; errors: {errors}")
         pg.dialogs, pg.js_errors = dialogs, errors
         yield pg
 
@@ -95,7 +100,15 @@ def test_selecting_a_result_selects_it_in_the_gallery_of_the_explorer(page):
         "c => document.querySelectorAll(\"[data-testid='slw-gallery']\")[1].querySelector('input[type=number]').value === c",
         arg=comp, timeout=20_000)
     gallery.locator("[data-testid='slw-gallery-grid'] img").first.wait_for(timeout=20_000)
-    page.locator(".slw-explorer-box").first.screenshot(path=str(SHOTS / "explorer.png"))
+    # the whole explorer in one picture: a viewport taller than it (the notebook scrolls inside)
+    page.set_viewport_size({"width": 1500, "height": 2600})
+    try:
+        box = page.locator(".slw-explorer-box").first
+        box.scroll_into_view_if_needed()
+        page.wait_for_timeout(600)
+        box.screenshot(path=str(SHOTS / "explorer.png"))
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})
 
 
 def test_map_canvas_draws_points(page):
@@ -128,9 +141,10 @@ def test_clicking_a_sankey_node_opens_a_gallery(page):
     nodes = s.locator("[data-testid='slw-sankey-node']")
     assert nodes.count() >= 2
     assert s.locator("text.slw-unl").count() >= 1  # an unlabelled group is drawn and marked
-    nodes.first.click()
+    nodes.first.locator("rect").click()
     panel = s.locator("[data-testid='slw-node-gallery']")
     panel.wait_for(state="visible", timeout=20_000)
+    panel.scroll_into_view_if_needed()  # thumbnails load lazily, once in view
     panel.locator("[data-testid='slw-strip'][data-loaded='true']").first.wait_for(timeout=20_000)
     ok = panel.locator("img").evaluate_all("l => l.filter(i => i.complete && i.naturalWidth > 0).length")
     assert ok > 0

@@ -9,6 +9,7 @@ kernel's comm machinery. Handlers only call Lens methods and reshape their resul
 """
 from __future__ import annotations
 
+import inspect
 import io
 import logging
 import math
@@ -280,7 +281,7 @@ class LensWidget(anywidget.AnyWidget):
         extra: dict = {}
         bufs_extra: list[bytes] = []
         if kind == "crops":
-            crops = lens.crops(layer, comp)  # uint8 [m, 3, S, S]
+            crops = self._crops(lens, layer, comp, size)  # uint8 [m, 3, S, S]
             total = int(crops.shape[0])
             imgs = to_uint8(crops[start:start + count])
             imgs, _ = resize_max(imgs, size)
@@ -293,6 +294,18 @@ class LensWidget(anywidget.AnyWidget):
         n = int(imgs.shape[0])
         return ({"layer": layer, "component": comp, "start": start, "count": n, "total": total,
                  "kind": kind, **meta, **extra}, bufs + bufs_extra)
+
+    @staticmethod
+    def _crops(lens, layer: str, comp: int, size: int) -> torch.Tensor:
+        """lens.crops, asking for thumbnail-sized crops when the Lens can make them directly."""
+        try:
+            takes_size = "size" in inspect.signature(lens.crops).parameters
+        except (TypeError, ValueError):
+            takes_size = False
+        if takes_size:
+            native = getattr(lens, "crop_size", None)
+            return lens.crops(layer, comp, size=min(size, int(native)) if native else size)
+        return lens.crops(layer, comp)
 
     def _full_images(self, lens, layer, comp, idx, start, size):
         """Full images, crop boxes (scaled to thumbnail pixels) and optional heatmaps."""
@@ -335,6 +348,13 @@ class LensWidget(anywidget.AnyWidget):
             self.error = f"{type(err).__name__}: {err}"
             return None
         return out
+
+
+def vocabulary(lens, concepts) -> list[str]:
+    """The concepts given, else the lens' vocabulary (``lens.set_vocabulary``), else []."""
+    if concepts:
+        return [str(c) for c in concepts]
+    return [str(c) for c in (getattr(lens, "vocabulary", None) or [])]
 
 
 def class_options(lens) -> list[list]:

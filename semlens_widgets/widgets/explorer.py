@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipywidgets
 import traitlets as t
 
-from ._base import STATIC, LensWidget, class_options
+from ._base import STATIC, LensWidget, class_options, vocabulary
 from .audit import AuditView
 from .gallery import ConceptGallery, label_table
 from .map import SemanticMap
@@ -27,7 +27,7 @@ class ExplorerHeader(LensWidget):
     n_views = t.Int(0).tag(sync=True)
 
     def __init__(self, lens, concepts=None, **kwargs):
-        self._concepts = list(concepts or [])
+        self._concepts = vocabulary(lens, concepts)
         self._cache: dict = {}
         layers = [{"name": l, "components": int(lens.num_components(l))} for l in lens.layers]
         names = getattr(lens, "class_names", None) or []
@@ -62,7 +62,7 @@ class Explorer(ipywidgets.VBox):
         layer = layers[-1] if layer is None else layer
         if layer not in layers:
             raise ValueError(f"unknown layer {layer!r}; known layers: {layers}")
-        concepts = list(concepts or [])
+        concepts = vocabulary(lens, concepts)
         has_classes = bool(class_options(lens))
         if target is None and has_classes:
             target = 0

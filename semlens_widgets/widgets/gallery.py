@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import traitlets as t
 
-from ._base import STATIC, LensWidget, clean, finite, get_int, get_str
+from ._base import STATIC, LensWidget, clean, finite, get_int, get_str, vocabulary
 
 __all__ = ["ConceptGallery", "component_info"]
 
@@ -96,7 +96,7 @@ class ConceptGallery(LensWidget):
         self._cache: dict = {}
         super().__init__(lens, layers=layers, layer=layer, component=int(k), num_components=n,
                          page_size=int(page_size), thumb_size=int(thumb_size),
-                         concepts=list(concepts or []), **kwargs)
+                         concepts=vocabulary(lens, concepts), **kwargs)
         self.selection = {"layer": layer, "component": int(k)}
         self._quiet = False
         self._guard(self._update)

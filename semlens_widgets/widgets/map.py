@@ -6,7 +6,7 @@ import pandas as pd
 import traitlets as t
 
 from ..results import AUDIT_CATEGORIES
-from ._base import STATIC, LensWidget, MessageError, f32, get_str, get_str_list, i32
+from ._base import STATIC, LensWidget, MessageError, f32, get_str, get_str_list, i32, vocabulary
 from .gallery import label_table
 
 __all__ = ["SemanticMap", "COLOR_MODES"]
@@ -89,7 +89,7 @@ class SemanticMap(LensWidget):
         self._cache: dict = {}
         self._frame: pd.DataFrame | None = None
         self.selected = pd.DataFrame({"layer": [], "component": []})
-        super().__init__(lens, all_layers=all_layers, concepts=list(concepts or []), target=target,
+        super().__init__(lens, all_layers=all_layers, concepts=vocabulary(lens, concepts), target=target,
                          query=query, valid=list(valid), spurious=list(spurious),
                          color_by=color_by, size_by=size_by, **kwargs)
         self._quiet = False
@@ -101,8 +101,8 @@ class SemanticMap(LensWidget):
 
     # -- data
     def _load_points(self) -> None:
-        frames = [self.lens.map(l) for l in self.layers]  # DataFrame(layer, component, x, y)
-        df = pd.concat(frames, ignore_index=True)
+        # DataFrame(layer, component, x, y); a list of layers is one joint map
+        df = self.lens.map(self.layers if len(self.layers) > 1 else self.layers[0]).reset_index(drop=True)
         self._frame = df
         codes = np.asarray([self.layers.index(l) for l in df["layer"]], dtype=np.uint16)
         labels = np.zeros(len(df), dtype=np.uint16)
@@ -170,7 +170,7 @@ class SemanticMap(LensWidget):
                 def cats(l):
                     tab = self.lens.audit(self.valid, self.spurious, l, self.target).table
                     return tab.set_index("component")["category"].map(cat_codes).astype("float32")
-                codes = self._per_layer(cats).astype(np.uint16).tobytes()
+                codes = np.nan_to_num(self._per_layer(cats), nan=len(AUDIT_CATEGORIES) - 1).astype(np.uint16).tobytes()
                 names = list(AUDIT_CATEGORIES)
             else:
                 note = "set a target class and valid/spurious concepts (AuditView) to colour by category"

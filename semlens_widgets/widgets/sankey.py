@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import traitlets as t
 
-from ._base import STATIC, LensWidget, MessageError, class_options, clean, finite, get_int, get_str
+from ._base import STATIC, LensWidget, MessageError, class_options, clean, finite, get_int, get_str, vocabulary
 
 __all__ = ["AttributionSankey"]
 
@@ -48,7 +48,7 @@ class AttributionSankey(LensWidget):
         if targets and not 0 <= int(target) < len(targets):
             raise ValueError(f"target={target} is not a class index in 0..{len(targets) - 1}")
         super().__init__(lens, target=int(target), targets=targets, layers=layers,
-                         concepts=list(concepts or []), **kwargs)
+                         concepts=vocabulary(lens, concepts), **kwargs)
         self._guard(self._update)
         self.observe(lambda _c: self._guard(self._update), names=["target", "concepts", "layers"])
 

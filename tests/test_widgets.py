@@ -1,0 +1,383 @@
+"""Python side of the widgets: traits, message handlers, malformed messages, linked selection,
+binary buffers. Runs against the small stand-in lens in _fake_lens.py (milliseconds)."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from ipywidgets.widgets.widget import _remove_buffers
+from PIL import Image
+
+import semlens_widgets as slw
+from semlens_widgets import widgets as W
+from _fake_lens import CONCEPTS, XSS, FakeLens, fake_compare
+
+
+@pytest.fixture
+def lens():
+    return FakeLens()
+
+
+class Sent:
+    """Record what a widget sends to the front end (custom messages + buffers)."""
+
+    def __init__(self, widget):
+        self.msgs: list[tuple[dict, list]] = []
+        widget.send = lambda content, buffers=None: self.msgs.append((content, list(buffers or [])))
+
+    @property
+    def last(self):
+        return self.msgs[-1]
+
+
+def msg(widget, content, buffers=()):
+    """Deliver a message the way the comm does (method "custom")."""
+    widget._handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": list(buffers)})
+
+
+def reply(widget, content, buffers=()):
+    sent = Sent(widget)
+    msg(widget, {**content, "req": "r1"}, buffers)
+    assert sent.msgs, "no reply"
+    out, bufs = sent.last
+    assert out["req"] == "r1"
+    return out, bufs
+
+
+# --------------------------------------------------------------------------- public names
+def test_public_names_resolve_lazily():
+    for name in ("SearchBox", "ConceptGallery", "SemanticMap", "AttributionSankey", "AuditView",
+                 "CompareView", "Explorer"):
+        assert getattr(slw, name) is getattr(W, name)
+
+
+def test_esm_and_css_are_built_files():
+    for cls in (W.SearchBox, W.ConceptGallery, W.SemanticMap, W.AttributionSankey, W.AuditView,
+                W.CompareView, W.ExplorerHeader):
+        assert "export" in str(cls._esm) or cls._esm.path.exists()
+
+
+# --------------------------------------------------------------------------- search
+def test_search_message_fills_results(lens):
+    sb = W.SearchBox(lens, k=5)
+    assert sb.layers == ["block3", "block4"] and sb.results == []
+    out, _ = reply(sb, {"type": "search", "query": "star"})
+    assert out["type"] == "search" and out["n"] == 5
+    assert len(sb.results) == 5 and sb.query == "star" and sb.error == ""
+    r = sb.results[0]
+    assert set(r) == {"rank", "layer", "component", "score", "label"}
+    assert isinstance(r["component"], int) and isinstance(r["score"], float)
+    scores = [r["score"] for r in sb.results]
+    assert scores == sorted(scores, reverse=True)
+    # one search per message, with the layer filter
+    lens.calls.clear()
+    msg(sb, {"type": "search", "query": "grass", "layer": "block4", "k": 3})
+    assert [c for c in lens.calls if c[0] == "search"] == [("search", "grass", "block4", 3)]
+    assert {r["layer"] for r in sb.results} == {"block4"} and len(sb.results) == 3
+
+
+def test_search_from_python_and_empty_query(lens):
+    sb = W.SearchBox(lens, query="watermark")
+    assert len(sb.results) == 10 and sb.query == "watermark"
+    sb.query = "   "
+    assert sb.results == []
+
+
+def test_search_image_probe(lens):
+    sb = W.SearchBox(lens)
+    assert sb.num_samples == lens.n_samples
+    msg(sb, {"type": "search_image", "index": 3})
+    assert sb.probe_index == 3 and len(sb.results) == 10 and sb.error == ""
+    out, _ = reply(sb, {"type": "search_image", "index": 10_000})
+    assert out["type"] == "error" and "out of range" in out["message"]
+
+
+@pytest.mark.parametrize("bad, words", [
+    ("not a dict", "expected a JSON object"),
+    ({"type": "nope"}, "unknown message type"),
+    ({"query": "x"}, "unknown message type"),
+    ({"type": "search"}, "missing field 'query'"),
+    ({"type": "search", "query": 5}, "must be a string"),
+    ({"type": "search", "query": "x" * 10_000}, "longer than"),
+    ({"type": "search", "query": "x", "layer": "nope"}, "unknown layer"),
+    ({"type": "search", "query": "x", "k": 0}, "out of range"),
+    ({"type": "search", "query": "x", "k": "ten"}, "must be an integer"),
+    ({"type": "search", "query": "x", "k": True}, "must be an integer"),
+    ({"type": "select", "layer": "block3", "component": 99}, "out of range"),
+    ({"type": "select", "layer": "block3", "component": 1.5}, "must be an integer"),
+    ({"type": "thumbs", "layer": "block3", "component": 0, "count": 10_000}, "out of range"),
+    ({"type": "thumbs", "layer": "block3", "component": 0, "format": "gif"}, "not one of"),
+    ({"type": "thumbs", "layer": "block3", "component": 0, "kind": "../etc"}, "not one of"),
+])
+def test_malformed_messages_set_error_and_never_raise(lens, bad, words):
+    sb = W.SearchBox(lens)
+    sent = Sent(sb)
+    msg(sb, bad)  # no exception escapes
+    assert words in sb.error
+    if isinstance(bad, dict):
+        msg(sb, {**bad, "req": 7})
+        out, _ = sent.last
+        assert out == {"type": "error", "req": 7, "message": sb.error}
+
+
+def test_lens_failure_is_shown_not_raised(lens):
+    sb = W.SearchBox(lens)
+
+    def boom(*a, **k):
+        raise RuntimeError("store is gone")
+
+    lens.search = boom
+    out, _ = reply(sb, {"type": "search", "query": "x"})
+    assert out["type"] == "error" and "store is gone" in out["message"]
+    assert "store is gone" in sb.error
+    sb.query = "y"  # a trait change from Python: also caught
+    assert "store is gone" in sb.error
+
+
+def test_bad_state_update_from_front_end_sets_error(lens):
+    sb = W.SearchBox(lens)
+    sb.set_state({"k": "many"})
+    assert "rejected state update" in sb.error and sb.k == 10
+
+
+# --------------------------------------------------------------------------- thumbnails
+def test_thumbs_png_are_real_images(lens):
+    sb = W.SearchBox(lens)
+    out, bufs = reply(sb, {"type": "thumbs", "layer": "block4", "component": 2, "count": 4, "size": 64})
+    assert out["format"] == "png" and out["count"] == 4 and out["total"] == lens.m and len(bufs) == 4
+    img = Image.open(io.BytesIO(bufs[0]))
+    assert img.size == (lens.crop_size, lens.crop_size) and img.mode == "RGB"
+    assert np.asarray(img).std() > 0
+
+
+def test_thumbs_raw_downsampled(lens):
+    sb = W.SearchBox(lens)
+    out, bufs = reply(sb, {"type": "thumbs", "layer": "block3", "component": 1, "start": 2, "count": 3,
+                           "size": 16, "format": "raw"})
+    assert out["shape"] == [3, 16, 16, 3] and len(bufs) == 1 and len(bufs[0]) == 3 * 16 * 16 * 3
+    # past the end: an empty page, not an error
+    out, bufs = reply(sb, {"type": "thumbs", "layer": "block3", "component": 1, "start": 100, "count": 3,
+                           "format": "raw"})
+    assert out["count"] == 0
+
+
+def test_thumbs_full_images_carry_boxes_and_heatmaps(lens):
+    g = W.ConceptGallery(lens, "block4", 1)
+    out, bufs = reply(g, {"type": "thumbs", "layer": "block4", "component": 1, "count": 2, "size": 32,
+                          "kind": "full", "format": "raw"})
+    assert out["shape"] == [2, 32, 32, 3] and len(out["boxes"]) == 2 and len(out["indices"]) == 2
+    assert out["heatmap_shape"] == [2, 32, 32] and len(bufs) == 2 and len(bufs[1]) == 2 * 32 * 32
+    assert out["indices"] == lens.examples("block4", 1).indices[:2].tolist()
+
+
+# --------------------------------------------------------------------------- gallery
+def test_gallery_info_and_navigation(lens):
+    g = W.ConceptGallery(lens, "block4", 3, concepts=CONCEPTS)
+    assert g.selection == {"layer": "block4", "component": 3} and g.num_components == 12
+    info = g.info
+    assert set(info["measures"]) == {"clarity", "polysemanticity", "redundancy"}
+    assert len(info["top_classes"]) == 3 and {"class", "name", "relevance"} <= set(info["top_classes"][0])
+    assert len(info["indices"]) == lens.m == len(info["activations"])
+    msg(g, {"type": "goto", "component": 4})
+    assert g.component == 4 and g.info["component"] == 4 and g.selection["component"] == 4
+    msg(g, {"type": "goto", "layer": "block3", "component": 7})
+    assert (g.layer, g.component, g.num_components) == ("block3", 7, 8)
+    msg(g, {"type": "goto", "component": 8})
+    assert "out of range" in g.error and g.component == 7
+    msg(g, {"type": "mode", "mode": "full"})
+    assert g.mode == "full"
+    msg(g, {"type": "mode", "mode": "<b>"})
+    assert "not one of" in g.error and g.mode == "full"
+
+
+def test_gallery_follows_selection_and_keeps_xss_label_as_data(lens):
+    g = W.ConceptGallery(lens, "block4", 0, concepts=CONCEPTS)
+    xss = [c for c in range(12) if lens._label_of("block4", c) == XSS]
+    assert xss, "the fake lens has an XSS-labelled component"
+    g.selection = {"layer": "block4", "component": xss[0]}
+    assert g.component == xss[0] and g.info["label"] == XSS  # plain string; the view sets textContent
+    g.selection = {"layer": "nope", "component": 1}  # ignored, not an error
+    assert g.component == xss[0]
+
+
+def test_constructor_errors_name_the_bad_value(lens):
+    with pytest.raises(ValueError, match="unknown layer 'x'"):
+        W.ConceptGallery(lens, "x", 0)
+    with pytest.raises(ValueError, match="out of range"):
+        W.ConceptGallery(lens, "block3", 8)
+    with pytest.raises(ValueError, match="color_by"):
+        W.SemanticMap(lens, color_by="rainbow")
+    with pytest.raises(ValueError, match="target=9"):
+        W.AttributionSankey(lens, target=9)
+
+
+# --------------------------------------------------------------------------- map
+def test_map_arrays_are_binary(lens):
+    m = W.SemanticMap(lens, "block4", concepts=CONCEPTS)
+    assert m.n == 12 and len(m.xy) == 12 * 8 and len(m.components) == 12 * 4 and len(m.layer_codes) == 12 * 2
+    np.testing.assert_allclose(np.frombuffer(m.xy, np.float32).reshape(-1, 2), lens._xy["block4"], rtol=1e-6)
+    assert m.color_by == "label" and m.label_names[0] == "(unlabelled)"
+    codes = np.frombuffer(m.color_codes, np.uint16)
+    assert codes.max() < len(m.color_names)
+    state, buffer_paths, buffers = _remove_buffers(m.get_state())
+    assert ["xy"] in buffer_paths and ["components"] in buffer_paths
+    assert "xy" not in state and len(json.dumps(state)) < 40_000  # no arrays inside the JSON
+
+
+def test_map_multi_layer_and_colour_modes(lens):
+    m = W.SemanticMap(lens)
+    assert m.layers == ["block3", "block4"] and m.n == 20 and m.color_by == "layer"
+    assert m.color_names == ["block3", "block4"]
+    msg(m, {"type": "color", "color_by": "score"})
+    assert m.color_values == b"" and "query" in m.color_note
+    m.query = "star"
+    v = np.frombuffer(m.color_values, np.float32)
+    assert v.shape == (20,) and np.isfinite(v).all() and m.color_note == ""
+    msg(m, {"type": "color", "color_by": "relevance"})
+    assert "target" in m.color_note
+    m.target = 1
+    v = np.frombuffer(m.color_values, np.float32)
+    np.testing.assert_allclose(v[8:], lens._rel["block4"][1], rtol=1e-6)
+    msg(m, {"type": "color", "size_by": "relevance"})
+    s = np.frombuffer(m.size_values, np.float32)
+    assert s.shape == (20,) and s.max() == pytest.approx(1.0) and s.min() >= 0
+    m.valid, m.spurious = ["star"], ["watermark"]
+    msg(m, {"type": "color", "color_by": "category"})
+    assert m.color_names == ["valid", "spurious", "both", "unexpected"]
+    assert np.frombuffer(m.color_codes, np.uint16).max() < 4
+    msg(m, {"type": "color", "color_by": "heat"})
+    assert "not one of" in m.error and m.color_by == "category"
+    msg(m, {"type": "layers", "layers": ["block3"]})
+    assert m.n == 8
+
+
+def test_map_box_selection_buffer(lens):
+    m = W.SemanticMap(lens, "block4")
+    idx = np.array([3, 1, 3, 7], dtype="<i4")
+    out, _ = reply(m, {"type": "select_many"}, [memoryview(idx.tobytes())])
+    assert out["n"] == 3 and m.n_selected == 3
+    assert m.selected.to_dict("list") == {"layer": ["block4"] * 3, "component": [1, 3, 7]}
+    for bufs, words in [([], "one int32 buffer"), ([b"abc"], "multiple of 4"),
+                        ([np.array([12], "<i4").tobytes()], "point indices"),
+                        ([np.array([-1], "<i4").tobytes()], "point indices")]:
+        msg(m, {"type": "select_many"}, bufs)
+        assert words in m.error
+    assert m.n_selected == 3
+
+
+# --------------------------------------------------------------------------- sankey
+def test_sankey_nodes_edges_and_open_node(lens):
+    s = W.AttributionSankey(lens, target=2, concepts=CONCEPTS)
+    assert s.targets[2] == [2, XSS]
+    ids = {n["id"] for n in s.nodes}
+    assert any(not n["labelled"] for n in s.nodes)
+    assert all(e["source"] in ids and e["target"] in ids and e["weight"] > 0 for e in s.edges)
+    node = next(n for n in s.nodes if n["components"])
+    msg(s, {"type": "open_node", "id": node["id"]})
+    assert s.open_node == node["id"]
+    assert s.selection == {"layer": node["layer"], "component": node["components"][0]}
+    msg(s, {"type": "open_node", "id": "no such node"})
+    assert "unknown node id" in s.error and s.open_node == node["id"]
+    msg(s, {"type": "open_node", "id": ""})
+    assert s.open_node == ""
+    msg(s, {"type": "target", "target": 1})
+    assert s.target == 1
+    msg(s, {"type": "target", "target": 4})
+    assert "out of range" in s.error and s.target == 1
+
+
+# --------------------------------------------------------------------------- audit
+def test_audit_arrays_and_concept_editing(lens):
+    a = W.AuditView(lens, valid=["star"], spurious=["watermark"], layer="block4", target=0)
+    assert a.n == 12 and len(a.a_valid) == 48 and len(a.category) == 12
+    assert [r["category"] for r in a.summary] == ["valid", "spurious", "both", "unexpected"]
+    cats = np.frombuffer(a.category, np.uint8)
+    assert set(cats) <= {0, 1, 2, 3}
+    assert a.spurious_components == sorted(int(c) for c in np.nonzero(np.isin(cats, [1, 2]))[0])
+    lens.calls.clear()
+    msg(a, {"type": "set_concepts", "valid": ["star", "grass"], "spurious": ["watermark", XSS]})
+    assert a.valid == ["star", "grass"] and a.spurious == ["watermark", XSS]
+    assert [c for c in lens.calls if c[0] == "audit"] == [("audit", ("star", "grass"), ("watermark", XSS), "block4", 0)]
+    for bad in ({"valid": "star", "spurious": []}, {"valid": [""], "spurious": []}, {"valid": [1], "spurious": []},
+                {"valid": ["x"] * 1000, "spurious": []}):
+        msg(a, {"type": "set_concepts", **bad})
+        assert "field 'valid'" in a.error
+    assert a.valid == ["star", "grass"]
+    comp = a.spurious_components[0]
+    out, bufs = reply(a, {"type": "thumbs", "layer": "block4", "component": comp, "kind": "samples", "count": 4})
+    assert out["count"] == 4 and len(bufs) == 4 and out["indices"] == a.result.spurious_samples[comp][:4].tolist()
+    ok = next(c for c in range(12) if c not in a.spurious_components)
+    out, _ = reply(a, {"type": "thumbs", "layer": "block4", "component": ok, "kind": "samples"})
+    assert out["type"] == "error" and "no spurious samples" in out["message"]
+
+
+def test_audit_without_concepts_is_empty(lens):
+    a = W.AuditView(lens, layer="block3")
+    assert a.n == 0 and a.summary == [] and a.error == ""
+
+
+# --------------------------------------------------------------------------- compare
+def test_compare_view(lens):
+    b = FakeLens(seed=1)
+    c = W.CompareView(lens, b, "block4", "block4", concepts=CONCEPTS, names=("clean", "poisoned"), compare=fake_compare)
+    assert c.s_ab == pytest.approx(0.71) and c.names == ["clean", "poisoned"]
+    assert set(c.shared) | set(c.unique_a) | set(c.unique_b) <= set(CONCEPTS)
+    concept = (c.shared or c.unique_a)[0]
+    msg(c, {"type": "concept", "concept": concept})
+    assert c.concept == concept and c.components_a == lens.label(CONCEPTS, "block4").groups.get(concept, [])
+    msg(c, {"type": "concept", "concept": "<script>"})
+    assert "unknown concept" in c.error
+    comp_b = c.components_b[0] if c.components_b else 0
+    out, bufs = reply(c, {"type": "thumbs", "side": "b", "layer": "block4", "component": comp_b, "count": 2})
+    assert out["count"] == 2 and len(bufs) == 2
+    out, _ = reply(c, {"type": "thumbs", "side": "b", "layer": "block3", "component": 0})
+    assert out["type"] == "error" and "unknown layer" in out["message"]
+    out, _ = reply(c, {"type": "thumbs", "side": "c", "layer": "block4", "component": 0})
+    assert out["type"] == "error"
+
+
+# --------------------------------------------------------------------------- explorer
+def test_explorer_links_selection_everywhere(lens):
+    e = W.Explorer(lens, "block4", concepts=CONCEPTS, valid=["star"], spurious=["watermark"])
+    assert [type(v).__name__ for v in e.views] == ["ExplorerHeader", "SearchBox", "SemanticMap",
+                                                    "ConceptGallery", "AttributionSankey", "AuditView"]
+    assert e.selection == {"layer": "block4", "component": 0}
+    msg(e.search, {"type": "select", "layer": "block3", "component": 5})
+    for v in e.views:
+        assert v.selection == {"layer": "block3", "component": 5}, type(v).__name__
+    assert (e.gallery.layer, e.gallery.component) == ("block3", 5)
+    assert e.header.selection_label == (lens._label_of("block3", 5) or "")
+    msg(e.map, {"type": "select", "layer": "block4", "component": 9})
+    assert e.gallery.component == 9 and e.search.selection["component"] == 9
+    node = next(n for n in e.sankey.nodes if n["components"])
+    msg(e.sankey, {"type": "open_node", "id": node["id"]})
+    assert e.gallery.component == node["components"][0] and e.gallery.layer == node["layer"]
+    msg(e.gallery, {"type": "goto", "component": 2})
+    assert e.selection == {"layer": e.gallery.layer, "component": 2}
+    # the search query colours the map; the audit's concepts feed its category colouring
+    msg(e.search, {"type": "search", "query": "grass"})
+    assert e.map.query == "grass"
+    msg(e.audit, {"type": "set_concepts", "valid": ["circle"], "spurious": []})
+    assert e.map.valid == ["circle"] and e.map.spurious == []
+
+
+def test_explorer_initial_payload_is_small(lens):
+    big = FakeLens({"block3": 2000, "block4": 10_000})
+    e = W.Explorer(big, "block4", concepts=CONCEPTS)
+    total_json = total_buf = 0
+    for v in e.views:
+        state, _paths, buffers = _remove_buffers(v.get_state())
+        state.pop("_esm", None), state.pop("_css", None)
+        total_json += len(json.dumps(state))
+        total_buf += sum(len(b) for b in buffers)
+    # map arrays: 10,000 x (8 xy + 4 component + 2 layer + 2 label + 2 colour) bytes
+    assert total_buf <= 10_000 * 20
+    assert total_json < 400_000, total_json  # dominated by the Sankey node component lists
+
+
+def test_lens_vocabulary_is_the_default_concepts(lens):
+    lens.vocabulary = ["star", "grass"]
+    m = W.SemanticMap(lens, "block4")
+    assert m.concepts == ["star", "grass"] and set(m.label_names) <= {"(unlabelled)", "star", "grass"}
