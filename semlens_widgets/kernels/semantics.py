@@ -74,6 +74,9 @@ def search_scores(
     _check(theta, 2, "theta", "[C, d]")
     _check_dims(theta, ("probes", probes), ("null", null))
     direction = normalize(probes) - normalize(null).unsqueeze(0)  # [Q, d]
+    if theta_normalized and theta.dtype == torch.float32:
+        # no temporary copy of theta needed: one pass over it (memory bound, C*d*4 bytes)
+        return (theta @ direction.T).T.contiguous()
     out = torch.empty(probes.shape[0], theta.shape[0], dtype=torch.float32)
     for s in range(0, theta.shape[0], chunk):
         t = theta[s : s + chunk].float()
