@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 

@@ -47,7 +47,6 @@ with other weights simply recomputes.
 """
 from __future__ import annotations
 
-import math
 import numbers
 import os
 import warnings

@@ -7,7 +7,6 @@ import json
 import open_clip
 import pytest
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from semlens_widgets.foundation import FoundationModel
