@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
+import inspect
 import io
 import math
 import os
@@ -110,11 +111,20 @@ class _Thumbs:
         self.lens = lens
         self.px = int(px)
         self._cache: dict[tuple[str, int, int], str] = {}
+        self._crops: dict[tuple[str, int], Any] = {}
+        try:  # ask the Lens for small crops directly when it can resize (Lens.crops(size=...))
+            self._sized = "size" in inspect.signature(lens.crops).parameters
+        except (TypeError, ValueError):
+            self._sized = False
 
     def crops(self, layer: str, component: int, n: int) -> str:
         key = (str(layer), int(component), int(n))
         if key not in self._cache:
-            self._cache[key] = _png_strip(self.lens.crops(layer, int(component)), self.px, n)
+            ck = (str(layer), int(component))
+            if ck not in self._crops:
+                kw = {"size": self.px} if self._sized else {}
+                self._crops[ck] = self.lens.crops(layer, int(component), **kw)
+            self._cache[key] = _png_strip(self._crops[ck], self.px, n)
         return self._cache[key]
 
 
@@ -645,7 +655,7 @@ def render_report(
     k: int = 8,
     n_thumbs: int = 5,
     thumb_px: int = 48,
-    map_thumbs: int = 2000,
+    map_thumbs: int = 500,
     n_spurious: int = 3,
     title: str = "SemanticLens report",
     progress: bool = True,
