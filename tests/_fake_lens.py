@@ -216,15 +216,17 @@ class FakeLens:
             rel = self._rel[l][int(target)]
             for name, comps in lab.groups.items():
                 nodes.append((f"{l}:{name}", l, name, comps, float(np.abs(rel[comps]).sum()), True))
-            rest = [c for c in range(self._sizes[l]) if pd.isna(lab.table["label"][c])]
+            labels = lab.table["label"].tolist()
+            rest = [c for c in range(self._sizes[l]) if labels[c] is None or labels[c] != labels[c]]
             if rest:
                 nodes.append((f"{l}:(unlabelled)", l, "(unlabelled)", rest, float(np.abs(rel[rest]).sum()), False))
         nd = pd.DataFrame(nodes, columns=["id", "layer", "label", "components", "relevance", "labelled"])
         for a, b in zip(layers[:-1], layers[1:]):
-            for _, s in nd[nd.layer == a].iterrows():
-                for _, t in nd[nd.layer == b].iterrows():
-                    w = 0.1 + (hash((s.id, t.id)) % 97) / 97.0 * s.relevance * t.relevance
-                    edges.append((s.id, t.id, float(w), float(w)))
+            for s in nodes:
+                for t in nodes:
+                    if s[1] == a and t[1] == b:
+                        w = 0.1 + (sum(map(ord, s[0] + t[0])) % 97) / 97.0 * s[4] * t[4]
+                        edges.append((s[0], t[0], float(w), float(w)))
         ed = pd.DataFrame(edges, columns=["source", "target", "weight", "signed_weight"])
         return AttributionGraph(target=int(target), layers=layers, nodes=nd, edges=ed)
 

@@ -122,7 +122,27 @@ def open_notebook(ctx, base: str, name: str):
         "() => { const s = document.querySelector('.jp-Notebook-ExecutionIndicator');"
         " return s && s.getAttribute('data-status') === 'idle'; }", timeout=60_000)
     page.wait_for_timeout(500)
+    dismiss_dialogs(page)
     return page
+
+
+def dismiss_dialogs(page) -> list[str]:
+    """Accept any JupyterLab dialog in the way (e.g. a kernel chooser); returns their texts."""
+    texts = []
+    for _ in range(3):
+        dlg = page.locator(".jp-Dialog")
+        if not dlg.count():
+            break
+        texts.append(dlg.first.inner_text()[:300])
+        btn = dlg.first.locator(".jp-mod-accept")
+        if btn.count():
+            btn.first.click()
+        else:
+            page.keyboard.press("Escape")
+        page.wait_for_timeout(300)
+    if texts:
+        print(f"[dismissed JupyterLab dialogs: {texts}]")
+    return texts
 
 
 def run_all(page, attempts: int = 6) -> None:

@@ -15,7 +15,7 @@ def label_table(lens, layer: str, concepts: list[str] | None, cache: dict) -> di
     key = ("label", layer, tuple(concepts))
     if key not in cache:
         table = lens.label(list(concepts), layer).table
-        cache[key] = {int(c): clean(l) for c, l in zip(table["component"], table["label"])}
+        cache[key] = {int(c): clean(l) for c, l in zip(table["component"].tolist(), table["label"].tolist())}
     return cache[key]
 
 
@@ -28,24 +28,22 @@ def component_info(lens, layer: str, component: int, concepts: list[str] | None,
     key = ("measures", layer)
     if key not in cache:
         df = lens.measures(layer)
-        cols = [c for c in df.columns if c not in ("layer", "component") and df[c].dtype.kind in "fiu"]
-        cache[key] = {int(c): {k: finite(v) for k, v in zip(cols, vals)}
-                      for c, *vals in zip(df["component"], *(df[k] for k in cols))}
-    info["measures"] = cache[key].get(component, {})
+        cols = [c for c in df.columns if c not in ("layer", "component", "nearest") and df[c].dtype.kind in "fiu"]
+        cache[key] = (df.set_index("component")[cols], cols)
+    table, cols = cache[key]
+    row = table.loc[component] if component in table.index else None
+    info["measures"] = {} if row is None else {c: finite(row[c]) for c in cols}
     top_fn = getattr(lens, "top_classes", None)
     info["top_classes"] = []
     if top_fn is not None and (getattr(lens, "class_names", None) or getattr(lens, "num_classes", None)):
         key = ("top", layer)
         if key not in cache:
-            df = top_fn(layer, n_classes)
-            per: dict[int, list] = {}
-            for d in df.to_dict("records"):
-                cls = d["class"]
-                per.setdefault(int(d["component"]), []).append(
-                    {"class": int(cls), "name": clean(d.get("name")) or f"class {int(cls)}",
-                     "relevance": finite(d.get("relevance"))})
-            cache[key] = per
-        info["top_classes"] = cache[key].get(component, [])
+            cache[key] = top_fn(layer, n_classes)
+        df = cache[key]
+        sub = df[df["component"].to_numpy() == component]
+        info["top_classes"] = [
+            {"class": int(c), "name": clean(nm) or f"class {int(c)}", "relevance": finite(r)}
+            for c, nm, r in zip(sub["class"].tolist(), sub["name"].tolist(), sub["relevance"].tolist())]
     ex = lens.examples(layer, component)
     info["indices"] = [int(i) for i in ex.indices]
     info["activations"] = [finite(a) for a in ex.activations]
