@@ -119,7 +119,19 @@ def test_map_canvas_draws_points(page):
     assert ink["ink"] > 50, ink  # 24 points of radius >= 3.5 px
     legend = m.inner_text()
     assert XSS in legend  # the XSS label in the legend, as text
+    # box selection: drag over the whole canvas with the box tool -> every point listed
+    m.get_by_role("button", name="box").click()
+    b = m.locator("[data-testid='slw-map-canvas']").bounding_box()
+    page.mouse.move(b["x"] + 2, b["y"] + 2)
+    page.mouse.down()
+    page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2, steps=4)
+    page.mouse.move(b["x"] + b["width"] - 2, b["y"] + b["height"] - 2, steps=4)
+    page.mouse.up()
+    rows = m.locator("[data-testid='slw-map-selected'] .slw-row")
+    rows.first.wait_for(timeout=10_000)
+    assert rows.count() == 24
     shot(page, "map")
+    m.get_by_role("button", name="pan").click()
 
 
 def test_gallery_shows_crops_and_full_images(page):
@@ -175,6 +187,29 @@ def test_xss_concept_is_text_and_runs_no_script(page):
     assert page.evaluate("() => document.querySelectorAll('img[src=\"x\"]').length") == 0
     assert page.evaluate("() => window.__slwAlerts") == []
     assert page.dialogs == []
+
+
+def test_dark_theme_is_followed(page):
+    page.locator(".lm-MenuBar-itemLabel", has_text="Settings").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
+    page.locator(".lm-Menu-itemLabel", has_text="JupyterLab Dark").first.click()
+    page.wait_for_selector("body[data-jp-theme-light='false']", timeout=20_000, state="attached")
+    page.wait_for_timeout(800)
+    m = page.locator("[data-testid='slw-map']").first
+    m.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    bg = page.evaluate("""() => { const c = document.querySelector("[data-testid='slw-map-canvas']");
+        const d = c.getContext('2d').getImageData(1, 1, 1, 1).data; return d[0] + d[1] + d[2]; }""")
+    assert bg < 3 * 80, bg  # the canvas redrew with the dark background
+    shot(page, "map", "map_dark")
+    page.set_viewport_size({"width": 1500, "height": 2600})
+    try:
+        box = page.locator(".slw-explorer-box").first
+        box.scroll_into_view_if_needed()
+        page.wait_for_timeout(600)
+        box.screenshot(path=str(SHOTS / "explorer_dark.png"))
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})
 
 
 def test_no_javascript_errors(page):
