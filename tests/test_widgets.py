@@ -381,3 +381,61 @@ def test_lens_vocabulary_is_the_default_concepts(lens):
     lens.vocabulary = ["star", "grass"]
     m = W.SemanticMap(lens, "block4")
     assert m.concepts == ["star", "grass"] and set(m.label_names) <= {"(unlabelled)", "star", "grass"}
+
+
+# --------------------------------------------------------------------------- the real Lens
+TINY_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def real_lens(tmp_path_factory):
+    open_clip = pytest.importorskip("open_clip")
+    import torch
+    from _models import TinyCNN, red_square_images
+
+    from semlens_widgets.foundation import FoundationModel
+    from semlens_widgets.lens import Lens
+
+    tmp = tmp_path_factory.mktemp("widget-lens")
+    (tmp / "slw-widget-tiny.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(tmp / "slw-widget-tiny.json")
+    torch.manual_seed(3)
+    fm = FoundationModel.open_clip("slw-widget-tiny", batch_size=32)
+    x, _ = red_square_images(18, size=16, square=4)
+    data = torch.utils.data.TensorDataset(x, torch.arange(18) % 3)
+    lens = Lens(TinyCNN(num_classes=3), data, fm, ["features.relu1", "features.relu2"], m=4, crop="full",
+                store=tmp / "store", progress=False, batch_size=8)
+    lens.run()
+    lens.set_vocabulary(["red", "gray", "square", XSS])
+    return lens
+
+
+def test_every_widget_on_a_real_lens(real_lens):
+    layer = "features.relu2"
+    e = W.Explorer(real_lens, layer, valid=["red"], spurious=["gray"])
+    assert all(v.error == "" for v in e.views), [v.error for v in e.views]
+    assert e.map.n == 16 and e.gallery.num_components == 16 and e.sankey.nodes
+    assert any(n["layer"] == "output" for n in e.sankey.nodes)
+    out, _ = reply(e.search, {"type": "search", "query": "a red square"})
+    assert out["n"] == 10 and e.search.error == ""
+    hit = e.search.results[0]
+    msg(e.search, {"type": "select", "layer": hit["layer"], "component": hit["component"]})
+    assert (e.gallery.layer, e.gallery.component) == (hit["layer"], hit["component"])
+    assert set(e.gallery.info["measures"]) >= {"clarity", "polysemanticity"}
+    out, bufs = reply(e.gallery, {"type": "thumbs", "layer": layer, "component": 3, "count": 4, "size": 32})
+    assert out["count"] == 4 and Image.open(io.BytesIO(bufs[0])).size[0] <= 32
+    out, bufs = reply(e.gallery, {"type": "thumbs", "layer": layer, "component": 3, "count": 2, "size": 32,
+                                  "kind": "full", "format": "raw"})
+    assert out["shape"][0] == 2 and len(out["boxes"]) == 2
+    msg(e.search, {"type": "search_image", "index": 2})
+    assert e.search.error == "" and e.search.results
+    for mode in ("label", "score", "relevance", "category", "layer"):
+        msg(e.map, {"type": "color", "color_by": mode})
+        assert e.map.error == "", (mode, e.map.error)
+    assert e.audit.n == 16 and e.audit.error == ""
+    c = W.CompareView(real_lens, real_lens, layer, "features.relu1")
+    assert c.error == "" and 0 < c.s_ab <= 1.0001
