@@ -152,6 +152,7 @@ def run_all(page, attempts: int = 6) -> None:
     started = ("() => { const p = document.querySelector('.jp-Notebook .jp-Cell .jp-InputArea-prompt');"
                " return !!p && /\\[(\\*|\\d+)\\]/.test(p.textContent); }")
     for _ in range(attempts):
+        dismiss_dialogs(page)  # e.g. "Select Kernel" when the kernel died while starting
         page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
         page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
         try:

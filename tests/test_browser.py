@@ -34,7 +34,7 @@ READY = "[data-testid='slw-{}'][data-ready='true']"
 @pytest.fixture(scope="module")
 def page():
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with jupyterlab([NOTEBOOK, HERE / "_fake_lens.py"]) as (base, _root), chromium() as ctx:
+    with jupyterlab([NOTEBOOK, HERE / "_fake_lens.py"]) as (base, root), chromium() as ctx:
         # any alert / dialog is recorded (and dismissed): the XSS test asserts there were none
         ctx.add_init_script("window.__slwAlerts = []; const _a = window.alert;"
                             " window.alert = (m) => window.__slwAlerts.push(String(m));")
@@ -50,7 +50,9 @@ def page():
         except Exception:
             pg.screenshot(path=str(SHOTS / "failure.png"))
             outputs = pg.evaluate("() => [...document.querySelectorAll('.jp-OutputArea-output')].map(o => o.innerText.slice(0, 500))")
-            raise AssertionError(f"the notebook did not render every view; outputs: {outputs}; errors: {errors}")
+            log = (root / "jupyterlab.log").read_text(errors="replace")[-3000:]
+            raise AssertionError(f"the notebook did not render every view; outputs: {outputs}; "
+                                 f"errors: {errors}; JupyterLab log tail:\n{log}")
         pg.dialogs, pg.js_errors = dialogs, errors
         yield pg
 
@@ -174,6 +176,10 @@ def test_audit_and_compare_views(page):
     c.scroll_into_view_if_needed()
     c.locator("[data-testid='slw-compare-concept']").first.click()
     c.locator("[data-testid='slw-compare-sides']").wait_for(timeout=20_000)
+    # the notebook sent it a malformed message: the error banner shows it, as text
+    banner = c.locator("[data-testid='slw-error']")
+    assert banner.is_visible()
+    assert "unknown message type" in banner.inner_text() and XSS in banner.inner_text()
     shot(page, "compare")
 
 
