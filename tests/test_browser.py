@@ -220,3 +220,49 @@ def test_dark_theme_is_followed(page):
 
 def test_no_javascript_errors(page):
     assert page.js_errors == []
+
+
+# --------------------------------------------------------------------------- the quickstart notebook
+def _quickstart_missing() -> str | None:
+    quick = REPO / "notebooks" / "quickstart.ipynb"
+    if not quick.exists():
+        return "notebooks/quickstart.ipynb does not exist yet"
+    try:
+        import semlens_widgets as slw
+        from semlens_widgets import demo
+
+        if not (Path(demo.CLASSIFIER_WEIGHTS).exists() and Path(demo.CLIP_WEIGHTS).exists()):
+            return "the demo world's weights are not shipped yet"
+        if not hasattr(slw.Lens, "explorer"):
+            return "Lens.explorer() is missing (lens.py should call widgets.Explorer)"
+    except Exception as err:  # noqa: BLE001
+        return f"demo world unavailable: {err}"
+    return None
+
+
+@pytest.mark.skipif(_quickstart_missing() is not None, reason=f"quickstart browser test: {_quickstart_missing()}")
+def test_quickstart_notebook_renders_every_view():
+    quick = REPO / "notebooks" / "quickstart.ipynb"
+    with jupyterlab([quick]) as (base, root), chromium() as ctx:
+        pg = open_notebook(ctx, base, quick.name)
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        run_all(pg)
+        try:
+            pg.wait_for_selector(".slw-explorer-box[data-all-ready='true']", timeout=540_000, state="attached")
+        except Exception:
+            pg.screenshot(path=str(SHOTS / "quickstart-failure.png"))
+            raise
+        for view in ("search", "gallery", "map"):
+            loc = pg.locator(f"[data-testid='slw-{view}']").first
+            loc.scroll_into_view_if_needed()
+            pg.wait_for_timeout(300)
+            loc.screenshot(path=str(SHOTS / f"quickstart-{view}.png"))
+        assert pg.locator("[data-testid='slw-search'] [data-testid='slw-result']").count() > 0
+        assert canvas_ink(pg, "[data-testid='slw-map-canvas']")["ink"] > 50
+        pg.set_viewport_size({"width": 1500, "height": 2600})
+        box = pg.locator(".slw-explorer-box").first
+        box.scroll_into_view_if_needed()
+        pg.wait_for_timeout(600)
+        box.screenshot(path=str(SHOTS / "quickstart-explorer.png"))
+        assert errors == []
