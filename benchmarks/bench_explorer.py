@@ -100,10 +100,10 @@ def measure_bytes(demo: bool) -> dict:
 DEMO_SETUP = """
 import semlens_widgets as slw
 world = slw.demo.load()
-lens_demo = slw.Lens(world.model, world.test, world.fm, layers=list(slw.demo.DEMO_LAYERS), m=30,
-                     crop="crp", store="{store}")
+lens_demo = slw.Lens(world.model, world.dataset, world.fm, layers=world.layers, m=30,
+                     class_names=world.class_names, store="{store}")
 lens_demo.run()
-lens_demo.set_vocabulary(world.concepts)
+lens_demo.set_vocabulary(world.concepts())
 """
 
 
