@@ -147,6 +147,11 @@ def test_gallery_shows_crops_and_full_images(page):
     g.locator("[data-testid='slw-gallery-grid'] canvas").first.wait_for(timeout=20_000)
     shot(page, "gallery", "gallery_full")
     g.get_by_role("button", name="crops").click()
+    # keyboard: → moves to the next component
+    g.locator(".slw-title").click()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("() => document.querySelector(\"[data-testid='slw-gallery'] input[type=number]\").value === '3'",
+                           timeout=20_000)
 
 
 def test_clicking_a_sankey_node_opens_a_gallery(page):
