@@ -65,12 +65,8 @@ from semlens_widgets.store import (
     tensor_digest,
 )
 
-try:  # the semantic methods (search, label, audit, ...) live in a mixin of their own
-    from semlens_widgets.lens_semantics import LensSemanticsMixin
-except ModuleNotFoundError as _e:  # pragma: no cover - only while the mixin is not written yet
-    if _e.name != "semlens_widgets.lens_semantics":
-        raise
-    LensSemanticsMixin = object  # type: ignore[assignment,misc]
+# the semantic methods (search, label, audit, ...) live in a mixin of their own
+from semlens_widgets.lens_semantics import LensSemanticsMixin
 
 __all__ = ["Lens", "CROP_MODES", "imagenet_unnormalize", "IMAGENET_MEAN", "IMAGENET_STD", "StoreError"]
 
@@ -786,6 +782,30 @@ class Lens(LensSemanticsMixin):
         elif x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         return x.clamp(0.0, 1.0).contiguous().cpu()
+
+    # ------------------------------------------------------------------ views and export
+
+    def explorer(self, layer: str | None = None, concepts: Sequence[str] | None = None,
+                 target: int | str | None = None, valid: Sequence[str] = (),
+                 spurious: Sequence[str] = (), **kwargs: Any):
+        """The composed notebook widget: search box, concept gallery, semantic map, attribution
+        Sankey and audit, with linked selection (selecting a component selects it everywhere).
+
+        ``layer`` defaults to the last layer, ``concepts`` to :attr:`vocabulary`; ``target``,
+        ``valid`` and ``spurious`` seed the Sankey and the audit. Widgets are imported here,
+        lazily: nothing in the analysis path depends on them.
+        """
+        from semlens_widgets.widgets import Explorer  # lazy: the Lens never needs UI code
+
+        return Explorer(self, layer, concepts=concepts, target=target, valid=valid,
+                        spurious=spurious, **kwargs)
+
+    def report(self, path: str | os.PathLike, **kwargs: Any):
+        """Write a standalone HTML report (map, search results, audit, measures) that opens
+        with no kernel and no network; see :func:`semlens_widgets.report.write_report`."""
+        from semlens_widgets.report import write_report
+
+        return write_report(self, path, **kwargs)
 
     def __repr__(self) -> str:
         state = "run" if self._ran else "not run"
