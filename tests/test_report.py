@@ -232,17 +232,27 @@ def test_lens_report_delegates_here(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_report_on_demo_world(tmp_path):
-    slw = pytest.importorskip("semlens_widgets")
-    try:
-        from semlens_widgets import demo  # noqa: F401
-        from semlens_widgets.lens import Lens  # noqa: F401
-    except Exception as exc:  # pragma: no cover - until the demo world lands
-        pytest.skip(f"demo world / Lens not available: {exc}")
-    if not hasattr(demo, "lens"):
-        pytest.skip("semlens_widgets.demo.lens() not available")
-    lens = demo.lens()
-    path = write_report(lens, tmp_path / "demo.html", queries=["stripes"], progress=False)
-    assert path.stat().st_size > 500_000
+    """The report from a real (small) Lens on the demo world: every section, real crops."""
+    from semlens_widgets.demo.models import CLASSIFIER_WEIGHTS, CLIP_WEIGHTS
+
+    if not (CLASSIFIER_WEIGHTS.is_file() and CLIP_WEIGHTS.is_file()):
+        pytest.skip("the demo world's weights are not there")
+    import semlens_widgets as slw
+
+    world = slw.demo.load(n_per_class=8)
+    lens = slw.Lens(world.model, world.dataset, world.fm, layers=["block3"], m=5,
+                    class_names=world.class_names, store=None, progress=False)
+    lens.run()
+    page = render_report(
+        lens, queries=["watermark", XSS], concepts=world.concepts(), k=4, progress=False,
+        audit={"valid": ["star"], "spurious": ["watermark", XSS], "target": "star"},
+    )
+    body = _body(page)
+    for sid in ("map", "search", "audit", "measures"):
+        assert f'<section id="{sid}">' in body
+    assert XSS not in page and html.escape(XSS) in body
+    assert "Audit of star (class 3) in block3" in page
+    assert body.count('<img class="thumbs" src="DATA"') >= 8
 
 
 # ---------------------------------------------------------------------------- browser
