@@ -129,7 +129,7 @@ class _Thumbs:
 
 
 def _img_tag(uri: str, alt: str, css: str = "thumbs") -> str:
-    return f'<img class="{css}" src="{_e(uri)}" alt="{_e(alt)}" loading="lazy">'
+    return f'<img class="{css}" src="{_e(uri)}" alt="{_e(alt)}">'
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):
@@ -291,13 +291,13 @@ def _search_section(lens, queries, search_layer, k, thumbs, n_thumbs):
         hits = lens.search(q, layer=search_layer, k=k)
         rows = []
         smax = max([float(s) for s in hits["score"]] + [1e-12]) if len(hits) else 1.0
-        for _, h in hits.iterrows():
+        for pos, (_, h) in enumerate(hits.iterrows(), start=1):  # hits come ranked
             score = float(h["score"])
             width = max(0.0, min(1.0, score / smax)) * 100.0
             strip = thumbs.crops(h["layer"], int(h["component"]), n_thumbs)
             rows.append(
                 "<tr>"
-                f'<td class="num">{int(h["rank"])}</td>'
+                f'<td class="num">{pos}</td>'
                 f'<td>{_e(h["layer"])} #{int(h["component"])}</td>'
                 f'<td class="label">{_e(_label_text(h.get("label")))}</td>'
                 f'<td><div class="bar"><div style="width:{width:.1f}%"></div></div>'
@@ -591,8 +591,8 @@ def _measures_section(lens, layers, labels_by_layer):
     text = (
         "<p><b>Clarity</b> (eq. 7): how similar a component's concept examples are to each "
         "other in the foundation model's space (1 = one clear concept). <b>Polysemanticity</b> "
-        "(eq. 10): 1 minus the clarity of the cluster means of its examples (high = the "
-        "component mixes several concepts). <b>Redundancy</b> (eq. 9): mean over components of "
+        "(eq. 10): its examples are split in two clusters (2-means); 1 minus the cosine of the "
+        "two cluster means (high = the component mixes several concepts). <b>Redundancy</b> (eq. 9): mean over components of "
         "the cosine to their most similar other component (high = many near-duplicates).</p>"
         + _table(table, ["layer", "components", *metrics], css="data measures")
     )
@@ -710,7 +710,15 @@ def render_report(
     # overview
     fm = getattr(lens, "fm", None)
     ident = getattr(fm, "identity", None) if fm is not None else None
-    fm_text = ", ".join(f"{k_}={v}" for k_, v in ident.items()) if isinstance(ident, Mapping) else "–"
+    fm_text = "–"
+    if isinstance(ident, Mapping):  # the essentials only: the identity also holds long hashes
+        parts = [str(ident.get("name", "?"))]
+        pre = ident.get("pretrained")
+        if pre:
+            parts.append(f"pretrained={os.path.basename(str(pre))}")
+        if ident.get("dim"):
+            parts.append(f"dim={ident['dim']}")
+        fm_text = ", ".join(parts)
     overview = pd.DataFrame(
         [{"layer": l, "components": int(lens.num_components(l))} for l in layers]
     )
