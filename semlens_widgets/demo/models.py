@@ -40,10 +40,10 @@ DEMO_TEMPLATES: tuple[str, ...] = ("{}", "a picture with {}", "an image showing 
 
 
 class DemoCNN(nn.Sequential):
-    """Small CNN for 64x64 images: 4 blocks Conv3x3-BN-ReLU(-MaxPool), global average pool, fc.
+    """Small CNN for 64x64 images: 4 blocks Conv3x3-BN-ReLU(-MaxPool), global max pool, fc.
 
     Named layers: ``block1`` [B, 16, 32, 32], ``block2`` [B, 32, 16, 16], ``block3``
-    [B, 64, 8, 8], ``block4`` [B, 128, 8, 8] (no pooling in the last block), ``fc`` [B, classes].
+    [B, 64, 8, 8], ``block4`` [B, 128, 8, 8] (block1 has a stride-2 conv, blocks 2-3 a 2x2 max pool), ``fc`` [B, classes].
     About 100k parameters and 16M multiply-adds per image for the default widths: small enough
     that CRP crops for all 192 components of block3 + block4 take seconds on a laptop CPU.
     """
@@ -55,15 +55,17 @@ class DemoCNN(nn.Sequential):
         c_in = 3
         for i, w in enumerate(widths, start=1):
             block: "OrderedDict[str, nn.Module]" = OrderedDict(
-                conv=nn.Conv2d(c_in, w, kernel_size=3, padding=1),
+                # the first conv is strided: 64x64 -> 32x32 at once (cheap on a CPU)
+                conv=nn.Conv2d(c_in, w, kernel_size=3, padding=1, stride=2 if i == 1 else 1),
                 bn=nn.BatchNorm2d(w),
                 relu=nn.ReLU(),
             )
-            if i < len(widths):
+            if 1 < i < len(widths):
                 block["pool"] = nn.MaxPool2d(2)
             layers[f"block{i}"] = nn.Sequential(block)
             c_in = w
-        layers["pool"] = nn.AdaptiveAvgPool2d(1)
+        # global max pool: "is there a star anywhere", robust to clutter and position
+        layers["pool"] = nn.AdaptiveMaxPool2d(1)
         layers["flatten"] = nn.Flatten()
         layers["fc"] = nn.Linear(c_in, num_classes)
         super().__init__(layers)

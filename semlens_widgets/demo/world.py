@@ -73,7 +73,7 @@ COLOURS: dict[str, tuple[float, float, float]] = {
     "black": (0.06, 0.06, 0.06),
 }
 TEXTURES: tuple[str, ...] = ("solid", "striped", "dotted", "checkered")
-SIZES: dict[str, tuple[float, float]] = {"small": (6.0, 8.5), "medium": (8.5, 11.5), "large": (11.5, 14.5)}
+SIZES: dict[str, tuple[float, float]] = {"small": (5.5, 8.0), "medium": (9.5, 12.0), "large": (12.0, 14.5)}
 BACKGROUNDS: tuple[str, ...] = ("plain", "grass", "sky", "sand", "water")
 ARTEFACTS: tuple[str, ...] = ("watermark", "ruler", "band-aid", "red tint")
 
@@ -295,7 +295,7 @@ def sample_scene(
         (uniform when both are None).
     artefact_probs: kind -> independent probability (default: 0.1 each).
     n_objects: 1 to 3 (default: drawn with probabilities 0.4, 0.35, 0.25).
-    Distractor objects are strictly smaller than the main object.
+    Distractor objects are small, the main object medium or large (at least 1.5 px more radius).
     """
     if main_shape is None:
         main_shape = SHAPES[int(rng.integers(len(SHAPES)))]
@@ -315,9 +315,7 @@ def sample_scene(
         _check("artefact", k, ARTEFACTS)
 
     main_size = ("medium", "large")[int(rng.integers(2))]
-    sizes = [main_size]
-    for _ in range(n_objects - 1):
-        sizes.append("small" if main_size == "medium" else ("small", "medium")[int(rng.integers(2))])
+    sizes = [main_size] + ["small"] * (n_objects - 1)
     objects: list[SceneObject] = []
     for i, size in enumerate(sizes):
         shape = main_shape if i == 0 else SHAPES[int(rng.integers(len(SHAPES)))]
