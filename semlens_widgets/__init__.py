@@ -26,7 +26,9 @@ _LAZY = {
     "AuditView": ("semlens_widgets.widgets", "AuditView"),
     "CompareView": ("semlens_widgets.widgets", "CompareView"),
     "Explorer": ("semlens_widgets.widgets", "Explorer"),
+    "imagenet_unnormalize": ("semlens_widgets.lens", "imagenet_unnormalize"),
     "demo": ("semlens_widgets.demo", None),
+    "lens": ("semlens_widgets.lens", None),
     "results": ("semlens_widgets.results", None),
     "kernels": ("semlens_widgets.kernels", None),
 }

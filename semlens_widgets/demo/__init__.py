@@ -126,7 +126,9 @@ def load_fm(device: str = "cpu") -> "FoundationModel":
             f"demo CLIP weights not found at {CLIP_WEIGHTS}; regenerate with `python -m semlens_widgets.demo.train`"
         )
     name = register_clip_config()
-    return FoundationModel.open_clip(name, pretrained=str(CLIP_WEIGHTS), device=device, templates=DEMO_TEMPLATES)
+    # 64x64 inputs: batches of 256 encode ~2.5x faster per image than open_clip-sized batches of 64
+    return FoundationModel.open_clip(name, pretrained=str(CLIP_WEIGHTS), device=device, templates=DEMO_TEMPLATES,
+                                     batch_size=256)
 
 
 def load(split: str = "test", n_per_class: int | None = None, device: str = "cpu") -> DemoWorld:
