@@ -185,11 +185,19 @@ def sample_view(scene: Scene, rng: np.random.Generator) -> tuple[tuple[float, fl
         a = local_arts[int(rng.integers(len(local_arts)))]
         crop = _expand(a.box, rng, 1.05, 1.5)
         text, named = _template(rng).format(a.kind), {a.kind}
-    else:
+    elif u < 0.93:
         side = rng.uniform(16, 40)
         x0, y0 = rng.uniform(0, s - side, size=2)
         crop = (x0, y0, x0 + side, y0 + side)
         text, named = _template(rng).format(scene.background), {scene.background}
+    else:
+        # random-resized crop (what CRP crops look like): one concept visible in it
+        side = rng.uniform(20, 60)
+        x0, y0 = rng.uniform(0, s - side, size=2)
+        crop = (x0, y0, x0 + side, y0 + side)
+        visible = sorted(_crop_concepts(scene, crop))
+        c = visible[int(rng.integers(len(visible)))]
+        text, named = _template(rng).format(c), {c}
     img_concepts = _crop_concepts(scene, crop) | named  # what the text names is in view by construction
     return crop, text, _multi_hot(named), _multi_hot(img_concepts)
 
@@ -217,11 +225,21 @@ def sample_batch(pool: CLIPPool, batch_size: int, rng: np.random.Generator):
     return images.clamp_(0, 1), texts, match, i_
 
 
-def _soft_clip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
+def _soft_clip_loss(
+    img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, match: torch.Tensor, null: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Soft-target symmetric contrastive loss. ``null`` [Z, d]: embeddings of the empty prompt
+    templates, extra text columns of the image->text softmax that match no image (so images are
+    pushed away from the empty prompt, the baseline SemanticLens subtracts)."""
     logits = scale * txt @ img.T  # [T, I]
     tgt = match.float()
     loss_t = -(F.log_softmax(logits, dim=1) * (tgt / tgt.sum(1, keepdim=True))).sum(1).mean()
-    loss_i = -(F.log_softmax(logits.T, dim=1) * (tgt.T / tgt.T.sum(1, keepdim=True))).sum(1).mean()
+    logits_i = logits.T  # [I, T]
+    tgt_i = tgt.T / tgt.T.sum(1, keepdim=True)
+    if null is not None:
+        logits_i = torch.cat([logits_i, scale * img @ null.T], dim=1)  # [I, T + Z]
+        tgt_i = torch.cat([tgt_i, tgt_i.new_zeros(len(img), len(null))], dim=1)
+    loss_i = -(F.log_softmax(logits_i, dim=1) * tgt_i).sum(1).mean()
     return (loss_t + loss_i) / 2
 
 
@@ -241,14 +259,24 @@ def train_clip(
     seed: int = 0,
     out: Path = CLIP_WEIGHTS,
     log_every: int = 10,
-    concept_weight: float = 1.0,
+    concept_weight: float = 2.0,
+    null_weight: float = 1.0,
+    init: Path | None = None,
 ):
     """Train the demo CLIP from scratch and save it (fp16 safetensors). Returns the model.
 
     Loss: the soft-target contrastive loss over the batch's (view, text) pairs plus
     ``concept_weight`` times a multi-label sigmoid loss of every view against every vocabulary
     concept prompt (mean over DEMO_TEMPLATES): dense supervision that teaches shapes and
-    textures in a few hundred steps, and exactly the probes SemanticLens uses."""
+    textures in a few hundred steps, and exactly the probes SemanticLens uses.
+
+    Calibration against the empty prompt (``null_weight``): the DEMO_TEMPLATES filled with ""
+    (what ``FoundationModel.null_embedding`` encodes) are extra text columns of the image->text
+    softmax that match no view, a sigmoid negative of every view, and every concept in view must
+    beat the null prompt by a cosine margin of 0.1 (the score SemanticLens labels and audits with
+    is ``s(concept, theta) - s(null, theta)``). ``init``: start from these weights instead of
+    from scratch (the shipped weights: 350 steps from scratch with the concept loss, then
+    fine-tuned with the null calibration, see train.py)."""
     import open_clip
 
     from .train import _log, save_fp16
@@ -260,6 +288,11 @@ def train_clip(
     _log(f"clip: rendered a pool of {pool_size} scenes in {time.time() - t0:.1f}s")
     name = register_clip_config()
     model = open_clip.create_model(name, pretrained=None)
+    if init is not None:  # continue from earlier weights (fine-tuning with the current losses)
+        from safetensors.torch import load_file
+
+        model.load_state_dict({k: v.float() for k, v in load_file(str(init)).items()})
+        _log(f"clip: initialised from {init}")
     tokenizer = open_clip.get_tokenizer(name)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
@@ -272,6 +305,8 @@ def train_clip(
         return lr * 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm)))
 
     concept_tokens = tokenizer([t.format(c) for c in CONCEPTS for t in DEMO_TEMPLATES])
+    # the empty prompt exactly as FoundationModel.null_embedding() encodes it
+    null_tokens = tokenizer([t.format("") for t in DEMO_TEMPLATES])
     concept_bias = torch.nn.Parameter(torch.tensor(-4.0))
     opt.add_param_group({"params": [concept_bias], "weight_decay": 0.0})
     model.train()
@@ -283,12 +318,22 @@ def train_clip(
         img = F.normalize(model.encode_image(_normalize(images)), dim=-1)
         txt = F.normalize(model.encode_text(tokenizer(texts)), dim=-1)
         scale = model.logit_scale.exp().clamp(max=100)
-        loss = _soft_clip_loss(img, txt, scale, match)
+        nt = F.normalize(model.encode_text(null_tokens), dim=-1)  # [Z, d]
+        loss = _soft_clip_loss(img, txt, scale, match, nt if null_weight > 0 else None)
         if concept_weight > 0:
             ct = F.normalize(model.encode_text(concept_tokens), dim=-1).view(len(CONCEPTS), len(DEMO_TEMPLATES), -1)
             ct = F.normalize(ct.mean(1), dim=-1)  # [K, d], like fm.encode_concepts
             logits = scale * img @ ct.T + concept_bias
             loss = loss + concept_weight * F.binary_cross_entropy_with_logits(logits, presence)
+        if null_weight > 0:
+            null = F.normalize(nt.mean(0), dim=-1)  # [d], like fm.null_embedding()
+            # the null prompt is a negative for every view (sigmoid, same scale and bias as the
+            # concepts), and every concept in view must beat it by a margin (what label/audit test)
+            s_null = img @ null  # [B]
+            loss = loss + null_weight * F.binary_cross_entropy_with_logits(scale * s_null + concept_bias, torch.zeros_like(s_null))
+            if concept_weight > 0:
+                gap = F.relu(0.1 - (img @ ct.T - s_null[:, None]))  # [B, K]
+                loss = loss + null_weight * (gap * presence).sum() / presence.sum().clamp(min=1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

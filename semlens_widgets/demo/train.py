@@ -4,6 +4,14 @@
     python -m semlens_widgets.demo.train --only classifier
     python -m semlens_widgets.demo.train --only clip --clip-steps 350
     python -m semlens_widgets.demo.train --eval-only     # figures of the shipped weights
+    python -m semlens_widgets.demo.train --only clip --clip-init OLD.safetensors --clip-steps 230 --clip-lr 1e-3
+
+The shipped CLIP is two-stage: 350 steps from scratch with the concept-prompt loss (the weights
+of commit bc7fc03, made with that commit's clip_train.py), then 230 steps fine-tuned from them
+(the last command above, lr 1e-3) with the current losses, which calibrate the images against the
+empty prompt (the null baseline SemanticLens subtracts) and add random crops captioned with the
+concepts visible in them. ``--clip-steps`` from scratch with the current code gives comparable,
+not identical, weights.
 
 Figures printed:
 - classifier: clean test accuracy, accuracy on the poisoned split and the drop, the share of
@@ -143,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--epochs", type=int, default=10, help="classifier epochs")
     ap.add_argument("--clip-steps", type=int, default=350, help="CLIP optimisation steps")
+    ap.add_argument("--clip-lr", type=float, default=2e-3, help="CLIP peak learning rate")
+    ap.add_argument("--clip-init", type=Path, default=None, help="start the CLIP from these weights (fine-tune)")
+    ap.add_argument("--clip-out", type=Path, default=CLIP_WEIGHTS, help="where to write the CLIP weights")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.only in (None, "classifier"):
@@ -153,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         from .clip_train import report_clip, train_clip
 
         if not args.eval_only:
-            train_clip(steps=args.clip_steps, seed=CLIP_SEED, out=CLIP_WEIGHTS)
-        report_clip()
+            train_clip(steps=args.clip_steps, lr=args.clip_lr, seed=CLIP_SEED, out=args.clip_out, init=args.clip_init)
+        report_clip(args.clip_out)
     return 0
 
 
