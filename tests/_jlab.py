@@ -148,8 +148,8 @@ def dismiss_dialogs(page) -> list[str]:
 def run_all(page, attempts: int = 6) -> None:
     """Run > Run All Cells (the menu: keyboard shortcuts need a focused cell). Right after the
     page loads the kernel's websocket may not be up and the request is lost: retry until the
-    first cell shows an execution count ([*] or [1])."""
-    started = ("() => { const p = document.querySelector('.jp-Notebook .jp-Cell .jp-InputArea-prompt');"
+    first code cell shows an execution count ([*] or [1])."""
+    started = ("() => { const p = document.querySelector('.jp-Notebook .jp-CodeCell .jp-InputArea-prompt');"
                " return !!p && /\\[(\\*|\\d+)\\]/.test(p.textContent); }")
     for _ in range(attempts):
         dismiss_dialogs(page)  # e.g. "Select Kernel" when the kernel died while starting

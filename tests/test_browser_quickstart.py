@@ -1,0 +1,71 @@
+"""Real-browser test of the quickstart notebook on the demo world: JupyterLab on 127.0.0.1 +
+Debian's Chromium through Playwright, Run All, then every view of the explorer must draw.
+
+Its own module so that its Playwright instance never overlaps the module-scoped one of
+tests/test_browser.py (the sync API refuses to start inside a running loop).
+
+    python -m pytest tests/test_browser_quickstart.py -q      # a few minutes: lens.run() included
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from _jlab import canvas_ink, chromium, jupyterlab, missing, open_notebook, run_all
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SHOTS = REPO / "artifacts" / "screenshots"
+
+_why = missing()
+if _why:
+    pytestmark.append(pytest.mark.skip(reason=f"browser tests skipped: {_why}"))
+
+
+# --------------------------------------------------------------------------- the quickstart notebook
+def _quickstart_missing() -> str | None:
+    quick = REPO / "notebooks" / "quickstart.ipynb"
+    if not quick.exists():
+        return "notebooks/quickstart.ipynb does not exist yet"
+    try:
+        import semlens_widgets as slw
+        from semlens_widgets import demo
+
+        if not (Path(demo.CLASSIFIER_WEIGHTS).exists() and Path(demo.CLIP_WEIGHTS).exists()):
+            return "the demo world's weights are not shipped yet"
+        if not hasattr(slw.Lens, "explorer"):
+            return "Lens.explorer() is missing (lens.py should call widgets.Explorer)"
+    except Exception as err:  # noqa: BLE001
+        return f"demo world unavailable: {err}"
+    return None
+
+
+@pytest.mark.skipif(_quickstart_missing() is not None, reason=f"quickstart browser test: {_quickstart_missing()}")
+def test_quickstart_notebook_renders_every_view():
+    quick = REPO / "notebooks" / "quickstart.ipynb"
+    with jupyterlab([quick]) as (base, root), chromium() as ctx:
+        pg = open_notebook(ctx, base, quick.name)
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        run_all(pg)
+        try:
+            pg.wait_for_selector(".slw-explorer-box[data-all-ready='true']", timeout=540_000, state="attached")
+        except Exception:
+            pg.screenshot(path=str(SHOTS / "quickstart-failure.png"))
+            raise
+        for view in ("search", "gallery", "map"):
+            loc = pg.locator(f"[data-testid='slw-{view}']").first
+            loc.scroll_into_view_if_needed()
+            pg.wait_for_timeout(300)
+            loc.screenshot(path=str(SHOTS / f"quickstart-{view}.png"))
+        assert pg.locator("[data-testid='slw-search'] [data-testid='slw-result']").count() > 0
+        assert canvas_ink(pg, "[data-testid='slw-map-canvas']")["ink"] > 50
+        pg.set_viewport_size({"width": 1500, "height": 2600})
+        box = pg.locator(".slw-explorer-box").first
+        box.scroll_into_view_if_needed()
+        pg.wait_for_timeout(600)
+        box.screenshot(path=str(SHOTS / "quickstart-explorer.png"))
+        assert errors == []
