@@ -423,6 +423,10 @@ def test_real_lens_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "known gap (issue 3): the shipped demo CLIP scores every concept ~0.85 above the empty prompt, "
+    "so at tau=0 every block4 component is 'both' and the audit separates nothing; needs a demo "
+    "CLIP that represents shapes (AUC 0.6-0.7 now) without overshooting the null calibration"))
 def test_audit_demo_world_watermark_components_are_spurious(tmp_path):
     """The planted shortcut (star <- watermark): components whose activation is best predicted by
     the watermark (ground truth, clear AUC) are audited spurious (or both) and are more relevant
@@ -444,6 +448,6 @@ def test_audit_demo_world_watermark_components_are_spurious(tmp_path):
     res = lens.audit(valid=world.valid_concepts[world.shortcut_class], spurious=[world.shortcut_artefact],
                      layer=layer, target=world.shortcut_target)
     t = res.table.set_index("component")
-    assert t.category[wm].isin(["spurious", "both"]).mean() >= 0.5
+    assert (t.category[wm] == "spurious").mean() >= 0.5
     assert t.relevance[wm].mean() > t.relevance.mean()
     assert set(int(c) for c in wm) & set(res.spurious_samples)

@@ -14,8 +14,10 @@ Over the components with a clear ground-truth concept (AUC >= 0.9, see
   the queried concepts.
 - **shortcut found**: ``lens.audit(valid=[shortcut class], spurious=[artefacts + backgrounds],
   layer, target=shortcut class)``; found when some component whose ground truth is the
-  shortcut artefact (watermark, AUC >= 0.9) is categorised ``spurious`` (or ``both``) and is
-  relevant: positive mean relevance for the class, ranked in the top 20% of the layer.
+  shortcut artefact (watermark, AUC >= 0.9) is categorised ``spurious`` and is relevant:
+  positive mean relevance for the class, ranked in the top 20% of the layer. ``both`` does
+  not count: when the foundation model scores every concept above the empty prompt, every
+  component is ``both`` and the audit has separated nothing.
 
 Targets (issue 3): label accuracy >= 0.85, precision@5 >= 0.8, shortcut found.
 """
@@ -183,7 +185,7 @@ def evaluate(lens, world=None, layers=None, *, audit_max_samples: int = 64) -> E
         comp["relevance_rank"] = rank
         wm = comp[(comp["concept"] == SHORTCUT_ARTEFACT) & comp["clear"]]
         relevant = (wm["relevance"] > 0) & (wm["relevance_rank"] <= max(1, int(np.ceil(RELEVANT_TOP_SHARE * len(comp)))))
-        flagged = wm["category_audit"].isin(["spurious", "both"]) & relevant
+        flagged = (wm["category_audit"] == "spurious") & relevant
         layer_rows.append({
             "layer": layer,
             "n_components": len(comp),
