@@ -136,20 +136,22 @@ class _CaptureHandle:
         self.capture.__exit__(None, None, None)
 
 
-def _component_mask_map(batch_id: int, concept_ids: list, layer_name: str | None = None):
-    """crp mask function (like ``ChannelConcept.mask``) that also handles token maps
-    ``[n, T, D]`` (components on the last dim)."""
+def component_mask(batch_id: int, concept_ids: list[int], layer_name: str | None = None):
+    """CRP ``mask_map`` (like ``ChannelConcept.mask``): keep only the relevance of
+    ``concept_ids`` of sample ``batch_id``; the component axis is 1, or the last one for token
+    maps ``[B, T, D]``. Shared by the crops here and the relevance kernel."""
+    ids = list(concept_ids)
 
-    def mask_fct(grad: torch.Tensor) -> torch.Tensor:
-        mask = torch.zeros_like(grad[batch_id])
+    def mask_fn(grad: torch.Tensor) -> torch.Tensor:
+        keep = torch.zeros_like(grad[batch_id])
         if grad.dim() == 3:
-            mask[:, concept_ids] = 1
+            keep[:, ids] = 1
         else:
-            mask[concept_ids] = 1
-        grad[batch_id] = grad[batch_id] * mask
+            keep[ids] = 1
+        grad[batch_id] = grad[batch_id] * keep
         return grad
 
-    return mask_fct
+    return mask_fn
 
 
 def crp_heatmaps(
@@ -218,7 +220,7 @@ def crp_heatmaps(
                 composite,
                 start_layer=layer,
                 init_rel=init_rel,
-                mask_map=_component_mask_map,
+                mask_map=component_mask,
             )
         finally:
             if attribution.capture is not None:

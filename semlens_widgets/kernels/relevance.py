@@ -33,6 +33,8 @@ from crp.attribution import CondAttribution
 
 from semlens_widgets.results import AttributionGraph
 
+from .crops import component_mask  # the CRP mask_map shared with the crops
+
 __all__ = [
     "NORMALIZATIONS",
     "channel_relevance",
@@ -61,23 +63,6 @@ def channel_relevance(rel: torch.Tensor) -> torch.Tensor:
     if rel.dim() == 3:
         return rel.float().sum(1)
     return rel.float().flatten(2).sum(-1)
-
-
-def component_mask(batch_id: int, concept_ids: list[int], layer_name: str | None = None):
-    """CRP ``mask_map``: keep only the relevance of ``concept_ids`` of sample ``batch_id`` (the
-    component axis is 1, or the last one for ``[B, T, D]`` token maps)."""
-    ids = list(concept_ids)
-
-    def mask_fn(grad: torch.Tensor) -> torch.Tensor:
-        keep = torch.zeros_like(grad[batch_id])
-        if grad.dim() == 3:
-            keep[:, ids] = 1
-        else:
-            keep[ids] = 1
-        grad[batch_id] = grad[batch_id] * keep
-        return grad
-
-    return mask_fn
 
 
 def _check_layers(model: torch.nn.Module, layers: list[str]) -> None:
