@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -240,3 +241,28 @@ def tiny_vgg(num_classes: int = 3, seed: int = 0) -> nn.Module:
                 mod.running_mean.uniform_(-0.1, 0.1)
                 mod.running_var.uniform_(0.5, 1.5)
     return model.eval()
+
+
+# ----------------------------------------------------------------------------- a tiny CLIP
+TINY_CLIP = "semlens-test-tiny-clip"
+TINY_CLIP_CFG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def tiny_clip_fm(cfg_dir, *, seed: int = 3, batch_size: int = 32):
+    """A random-weight open_clip model of a tiny config, registered at runtime the way the demo
+    world registers its own (``open_clip.add_model_config``), behind the real FoundationModel."""
+    import json
+
+    import open_clip
+
+    from semlens_widgets.foundation import FoundationModel
+
+    path = Path(cfg_dir) / f"{TINY_CLIP}.json"
+    path.write_text(json.dumps(TINY_CLIP_CFG))
+    open_clip.add_model_config(path)
+    torch.manual_seed(seed)
+    return FoundationModel.open_clip(TINY_CLIP, batch_size=batch_size)

@@ -2,9 +2,7 @@
 an interruption, accessors, and the clear errors of the issue."""
 from __future__ import annotations
 
-import json
 
-import open_clip
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -13,26 +11,16 @@ from semlens_widgets.foundation import FoundationModel
 from semlens_widgets.lens import Lens, imagenet_unnormalize
 from semlens_widgets.store import Store, StoreError
 
-from _models import RedNet, ReuseNet, TinyCNN, TokenNet, red_square_images
+from _models import TINY_CLIP, RedNet, ReuseNet, TinyCNN, TokenNet, red_square_images, tiny_clip_fm
 
 torch.set_num_threads(1)
 
-TINY = "semlens-test-tiny-clip-lens"
-TINY_CFG = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
 LAYERS = ["features.relu1", "features.relu2"]  # TinyCNN: 8 and 16 components
 
 
 @pytest.fixture(scope="module")
 def fm(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cfg") / f"{TINY}.json"
-    path.write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(path)
-    torch.manual_seed(3)
-    return FoundationModel.open_clip(TINY, batch_size=32)
+    return tiny_clip_fm(tmp_path_factory.mktemp("cfg"))
 
 
 class CountingFM:
@@ -261,7 +249,7 @@ def test_changed_fm_recomputes_only_embeddings(fm, tmp_path):
     a = make(model, data, fm, tmp_path / "s").run()
     calls = count_forwards(model)
     torch.manual_seed(99)
-    other = CountingFM(FoundationModel.open_clip(TINY))
+    other = CountingFM(FoundationModel.open_clip(TINY_CLIP))
     b = make(model, data, other, tmp_path / "s").run()
     assert calls[0] == 0 and other.calls > 0  # collection and boxes reused, embeddings redone
     assert torch.equal(a.boxes("features.relu2"), b.boxes("features.relu2"))

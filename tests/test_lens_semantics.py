@@ -2,7 +2,6 @@
 plus one end-to-end run on the real Lens with a tiny CLIP."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pandas as pd
@@ -367,26 +366,13 @@ def test_public_export():
 # ------------------------------------------------------------------ the real Lens
 
 
-TINY = "semlens-test-tiny-clip-sem"
-TINY_CFG = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
-
-
 def test_real_lens_end_to_end(tmp_path):
-    open_clip = pytest.importorskip("open_clip")
-    from _models import TinyCNN, red_square_images
+    pytest.importorskip("open_clip")
+    from _models import TinyCNN, red_square_images, tiny_clip_fm
 
-    from semlens_widgets.foundation import FoundationModel
     from semlens_widgets.lens import Lens
 
-    path = tmp_path / f"{TINY}.json"
-    path.write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(path)
-    torch.manual_seed(3)
-    fm = FoundationModel.open_clip(TINY, batch_size=32)
+    fm = tiny_clip_fm(tmp_path)
     x, _ = red_square_images(18, size=16, square=4)
     data = torch.utils.data.TensorDataset(x, torch.arange(18) % 3)
     layers = ["features.relu1", "features.relu2"]

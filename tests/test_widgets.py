@@ -384,27 +384,16 @@ def test_lens_vocabulary_is_the_default_concepts(lens):
 
 
 # --------------------------------------------------------------------------- the real Lens
-TINY_CLIP = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
-
-
 @pytest.fixture(scope="module")
 def real_lens(tmp_path_factory):
-    open_clip = pytest.importorskip("open_clip")
+    pytest.importorskip("open_clip")
     import torch
-    from _models import TinyCNN, red_square_images
+    from _models import TinyCNN, red_square_images, tiny_clip_fm
 
-    from semlens_widgets.foundation import FoundationModel
     from semlens_widgets.lens import Lens
 
     tmp = tmp_path_factory.mktemp("widget-lens")
-    (tmp / "slw-widget-tiny.json").write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(tmp / "slw-widget-tiny.json")
-    torch.manual_seed(3)
-    fm = FoundationModel.open_clip("slw-widget-tiny", batch_size=32)
+    fm = tiny_clip_fm(tmp)
     x, _ = red_square_images(18, size=16, square=4)
     data = torch.utils.data.TensorDataset(x, torch.arange(18) % 3)
     lens = Lens(TinyCNN(num_classes=3), data, fm, ["features.relu1", "features.relu2"], m=4, crop="full",
