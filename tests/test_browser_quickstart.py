@@ -59,6 +59,11 @@ def test_quickstart_notebook_renders_every_view():
         for view in ("search", "gallery", "map"):
             loc = pg.locator(f"[data-testid='slw-{view}']").first
             loc.scroll_into_view_if_needed()
+            if view == "search":  # real crops of the demo world, lazily requested: wait until decoded
+                strip = loc.locator("[data-testid='slw-strip'][data-loaded='true']").first
+                strip.wait_for(timeout=60_000)
+                sizes = strip.evaluate("s => [...s.querySelectorAll('img')].map(i => [i.complete, i.naturalWidth])")
+                assert sizes and all(ok and w > 0 for ok, w in sizes), sizes
             pg.wait_for_timeout(300)
             loc.screenshot(path=str(SHOTS / f"quickstart-{view}.png"))
         assert pg.locator("[data-testid='slw-search'] [data-testid='slw-result']").count() > 0
