@@ -119,7 +119,9 @@ class Lens(LensSemanticsMixin):
         layers: layer names (``model.named_modules()`` names, ``"name@i"`` for the i-th call
             of a reused module, ``"name[j]"`` for element j of a tuple output); a str is one layer.
         m: concept examples per component (>= 1; the paper's default is 30).
-        crop: ``"crp"`` (CRP relevance crops, models with LRP rules), ``"activation"``
+        crop: ``"crp"`` (CRP relevance crops, models with LRP rules; for max poolings the
+            relevance starts at the neuron where the component peaks, so a crop shows what
+            made it fire, see :func:`~semlens_widgets.kernels.crops.crp_heatmaps`), ``"activation"``
             (upsampled activation map, e.g. ViTs) or ``"full"`` (whole image).
         store: a directory (str / PathLike), a :class:`Store`, or None (in memory).
         device: where the model runs; default: where its parameters are (cpu if none).
@@ -383,6 +385,8 @@ class Lens(LensSemanticsMixin):
     def _fp_boxes(self, layer: str) -> str:
         return fingerprint("boxes", self._fp_collect(layer), self.crop_mode, REL_THRESHOLD,
                            "epsilon_plus_flat" if self.crop_mode == "crp" else None,
+                           # CRP started at the peak neuron for max poolings (crops.crp_heatmaps)
+                           ("peak" if self.pooling in ("max", "absmax") else "map") if self.crop_mode == "crp" else None,
                            self.pooling if self.crop_mode == "activation" else None)
 
     def _fp_embed(self, layer: str) -> str:

@@ -39,11 +39,13 @@ def red():
 
 @pytest.mark.parametrize("layer", ["conv1", "relu1", "conv2", "relu2"])
 def test_crp_box_contains_red_square(red, layer):
-    """conv1 channel 0 fires only on red; conv2 channel 0 copies it. The CRP box of component 0
-    must contain the red square and be much smaller than the 32x32 image."""
+    """conv1 channel 0 fires only on red; conv2 channel 0 copies it. Relevance started at the
+    whole map of component 0 (peak=False, what mean pooling uses): the CRP box must contain the
+    red square and be much smaller than the 32x32 image."""
     model, images, squares = red
     comps = torch.zeros(len(images), dtype=torch.long)
-    heat = crp_heatmaps(model, images, layer, comps)
+    heat = crp_heatmaps(model, images, layer, comps, peak=False)
+    torch.testing.assert_close(heat, crp_heatmaps(model, images, layer, comps, pooling="mean"))
     assert heat.shape == (8, 32, 32) and heat.dtype == torch.float32
     boxes = boxes_from_heatmaps(heat)
     assert bool(_contains(boxes, squares).all()), (boxes, squares)
@@ -53,11 +55,58 @@ def test_crp_box_contains_red_square(red, layer):
     torch.testing.assert_close(heat.sum(dim=(1, 2)), torch.full((8,), 18.0), atol=1e-3, rtol=1e-4)
 
 
-def test_crp_other_component_elsewhere(red):
-    """Component 2 (brightness) fires on the gray background: its box is not the square."""
+@pytest.mark.parametrize("layer", ["relu1", "relu2"])
+def test_crp_peak_neuron_box_inside_red_square(red, layer):
+    """Max pooling (the default) starts the relevance at the single neuron where the component
+    peaks: every red pixel scores 0.5, argmax takes the first one in row-major order (the
+    square's top-left pixel); the centre-tap convolutions pass it straight down and the Flat
+    rule of the first layer spreads it over that pixel's 3x3 window."""
     model, images, squares = red
-    boxes = boxes_from_heatmaps(crp_heatmaps(model, images, "relu1", torch.full((8,), 2)))
+    comps = torch.zeros(len(images), dtype=torch.long)
+    heat = crp_heatmaps(model, images, layer, comps)
+    torch.testing.assert_close(heat, crp_heatmaps(model, images, layer, comps, peak=True))
+    torch.testing.assert_close(heat.sum(dim=(1, 2)), torch.full((8,), 0.5), atol=1e-4, rtol=1e-4)
+    boxes = boxes_from_heatmaps(heat)
+    window = torch.cat([(squares[:, :2] - 1).clamp(min=0), (squares[:, :2] + 2).clamp(max=32)], dim=1)
+    torch.testing.assert_close(boxes, window)
+    with pytest.raises(ValueError, match="peak must be True, False or None, got 'yes'"):
+        crp_heatmaps(model, images, layer, comps, peak="yes")
+
+
+def test_crp_peak_neuron_stays_in_receptive_field():
+    """On a CNN whose every pixel drives the channel, the peak-neuron heatmap is zero outside
+    the peak's receptive field (two 3x3 convs: 5x5), the whole-map heatmap is not."""
+    model = TinyCNN()
+    torch.manual_seed(3)
+    x = torch.rand(2, 3, 16, 16)
+    comps = torch.tensor([1, 4])
+    with torch.no_grad(), LayerCapture(model, ["features.relu2"]) as cap:
+        model(x)
+        act = cap.outputs["features.relu2"][torch.arange(2), comps]  # [2, h, w]
+    assert act.shape[-1] == 16  # no striding before relu2: neuron (y, x) sees pixels y-2..y+2
+    heat = crp_heatmaps(model, x, "features.relu2", comps)
+    whole = crp_heatmaps(model, x, "features.relu2", comps, peak=False)
+    for i in range(2):
+        y, xx = divmod(int(act[i].flatten().argmax()), 16)
+        outside = torch.ones(16, 16, dtype=torch.bool)
+        outside[max(0, y - 2) : y + 3, max(0, xx - 2) : xx + 3] = False
+        assert float(heat[i][outside].abs().max()) == 0.0
+        assert float(whole[i][outside].abs().max()) > 0.0
+        torch.testing.assert_close(heat[i].sum(), act[i].max(), atol=1e-4, rtol=1e-3)
+
+
+def test_crp_other_component_elsewhere(red):
+    """Component 2 (brightness) fires on the gray background: its whole-map box is much larger
+    than the square, and its peak neuron (the brightest gray pixel) lies off the square."""
+    model, images, squares = red
+    comps = torch.full((8,), 2)
+    boxes = boxes_from_heatmaps(crp_heatmaps(model, images, "relu1", comps, peak=False))
     assert bool((_area(boxes) > 4 * _area(squares)).all())
+    peak = boxes_from_heatmaps(crp_heatmaps(model, images, "relu1", comps))
+    assert bool((_area(peak) <= 9).all())
+    overlap_x = (peak[:, 0] + 1 < squares[:, 2]) & (peak[:, 2] - 1 > squares[:, 0])
+    overlap_y = (peak[:, 1] + 1 < squares[:, 3]) & (peak[:, 3] - 1 > squares[:, 1])
+    assert not bool((overlap_x & overlap_y).any())  # the window's centre pixel is not red
 
 
 def test_activation_box_contains_red_square(red):
@@ -88,11 +137,13 @@ def test_crp_reused_relu_call_syntax_and_conservation():
     model = tiny_resnet()
     x = torch.rand(3, 3, 32, 32)
     comps = torch.tensor([0, 5, 9])
-    heat = crp_heatmaps(model, x, "layer1.0.relu@1", comps)
+    heat = crp_heatmaps(model, x, "layer1.0.relu@1", comps, peak=False)
+    peak = crp_heatmaps(model, x, "layer1.0.relu@1", comps)
     with torch.no_grad(), LayerCapture(model, ["layer1.0.relu@1"]) as cap:
         model(x)
         act = cap.outputs["layer1.0.relu@1"]
     torch.testing.assert_close(heat.sum(dim=(1, 2)), act[torch.arange(3), comps].sum(dim=(1, 2)), atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(peak.sum(dim=(1, 2)), act[torch.arange(3), comps].amax(dim=(1, 2)), atol=1e-3, rtol=1e-3)
     assert all(p.requires_grad for p in model.parameters())  # CondAttribution's flags undone
     with pytest.raises(ValueError, match=r"called 2 times.*'layer1\.0\.relu@0'"):
         crp_heatmaps(model, x, "layer1.0.relu", comps)

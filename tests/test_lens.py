@@ -140,16 +140,23 @@ def test_crops_are_the_boxes_of_the_display_images(fm):
 
 
 def test_crp_boxes_find_the_red_square(fm):
-    """RedNet conv2 channel 0 fires only on the red square: its crops cover the square."""
+    """RedNet conv2 channel 0 fires only on the red square. Mean pooling starts CRP at the whole
+    map: the crops cover the square. Max pooling starts it at the peak neuron (the square's
+    first red pixel): the crops are that pixel's 3x3 window (the first layer's Flat rule)."""
     x, true_boxes = red_square_images(12, size=24, square=5, seed=1)
     data = [(x[i], 0) for i in range(12)]
-    lens = Lens(RedNet(), data, fm, ["relu2"], m=3, crop="crp", store=None, progress=False).run()
+    lens = Lens(RedNet(), data, fm, ["relu2"], m=3, crop="crp", store=None, progress=False, pooling="mean").run()
     idx, _ = lens.examples("relu2", 0)
     b = lens.boxes("relu2")[0]
     t = true_boxes[idx]
     # the box contains the square and is not much larger than it
     assert (b[:, :2] <= t[:, :2]).all() and (b[:, 2:] >= t[:, 2:]).all()
     assert ((b[:, 2] - b[:, 0]) <= 5 + 4).all() and ((b[:, 3] - b[:, 1]) <= 5 + 4).all()
+    peak = Lens(RedNet(), data, fm, ["relu2"], m=3, crop="crp", store=None, progress=False).run()
+    idx, _ = peak.examples("relu2", 0)
+    t = true_boxes[idx]
+    window = torch.cat([(t[:, :2] - 1).clamp(min=0), (t[:, :2] + 2).clamp(max=24)], dim=1)
+    torch.testing.assert_close(peak.boxes("relu2")[0], window)
 
 
 def test_full_mode_embeds_each_distinct_sample_once(fm):

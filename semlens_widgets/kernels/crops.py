@@ -5,8 +5,10 @@ Two heatmap sources, both batched over n (image, component) pairs in one forward
 - :func:`crp_heatmaps`: Concept Relevance Propagation (zennit-crp ``CondAttribution``) with
   the relevance started *locally* at the layer (``start_layer=layer``): the initial relevance
   is the layer's activation masked to component k of each image (condition
-  ``{layer: [k]}``), propagated to the input with the LRP composite; the heatmap is the
-  input relevance summed over colour channels (``attr.heatmap``).
+  ``{layer: [k]}``) -- for max pooling only at the neuron where the component peaks (its
+  receptive field, zennit-crp's ``rf=True`` reference images) -- propagated to the input with
+  the LRP composite; the heatmap is the input relevance summed over colour channels
+  (``attr.heatmap``).
 - :func:`activation_heatmaps`: the component's own spatial activation map, bilinearly
   upsampled to the input size (models without LRP rules, e.g. ViTs).
 
@@ -99,6 +101,30 @@ def _component_onehot(act: torch.Tensor, components: torch.Tensor) -> torch.Tens
     return onehot.view(*onehot.shape, *([1] * (act.dim() - 2))).expand_as(act)
 
 
+def _peak_onehot(start: torch.Tensor, components: torch.Tensor) -> torch.Tensor:
+    """Mask of ``start`` keeping only the single position where component ``components[i]``
+    of image i peaks (the neuron that max pooling selected the image with).
+
+    start: [n, C, *spatial] or [n, T, D] (tokens); [n, C] has no positions (plain one-hot).
+    """
+    onehot = _component_onehot(start, components)
+    if start.dim() == 2:
+        return onehot
+    n = start.shape[0]
+    rows = torch.arange(n, device=start.device)
+    comps = components.to(start.device)
+    if start.dim() == 3:  # tokens [n, T, D]: the peak token of feature k
+        peak = start[rows, :, comps].argmax(dim=1)  # [n]
+        mask = torch.zeros_like(start)
+        mask[rows, peak, comps] = 1
+        return mask
+    maps = start[rows, comps].flatten(1)  # [n, h*w]
+    peak = maps.argmax(dim=1)
+    mask = torch.zeros_like(start)
+    mask[rows, comps] = F.one_hot(peak, maps.shape[1]).to(start.dtype).view(n, *start.shape[2:])
+    return mask
+
+
 def _num_components(act: torch.Tensor) -> int:
     return int(act.shape[2] if act.dim() == 3 else act.shape[1])
 
@@ -162,6 +188,7 @@ def crp_heatmaps(
     composite: Any = None,
     *,
     pooling: str = "max",
+    peak: bool | None = None,
 ) -> torch.Tensor:
     """CRP heatmaps of component ``components[i]`` of ``layer`` on image i (DESIGN eq. 1 crop).
 
@@ -171,7 +198,15 @@ def crp_heatmaps(
     is propagated to the input with the LRP rules of ``composite``. Starting from the positive
     part explains what made the component fire (what put the image into its top-m); on
     post-ReLU layers it is the activation itself, on pre-activation layers the negative
-    surround would otherwise swamp the heatmap. With
+    surround would otherwise swamp the heatmap.
+
+    ``peak`` (default: True for the ``max``/``absmax`` poolings, False for the mean poolings)
+    keeps only the single neuron where the component's map peaks: that neuron's value is what
+    max pooling ranked the image by, and its relevance stays inside its receptive field, so the
+    crop shows the part of the image that made the component fire rather than everything
+    the channel responds to anywhere in the image (zennit-crp's ``rf=True`` reference images,
+    which the SemanticLens reference implementation crops). Mean pooling ranks by the whole
+    map, so there the whole map starts the relevance. With
     :func:`~semlens_widgets.kernels.lrp.make_composite`'s default (``zero_bias=True``),
     ``heatmap[i].sum()`` equals the summed initial relevance (conservation), up to the
     epsilon stabiliser.
@@ -184,6 +219,7 @@ def crp_heatmaps(
             feature for token maps ``[n, T, D]``, unit for linear outputs).
         composite: a zennit composite; None builds ``make_composite(model)``.
         pooling: the pooling the examples were selected with (see above).
+        peak: start from the peak neuron only (see above); None picks by ``pooling``.
 
     Returns:
         FloatTensor ``[n, H, W]`` on the CPU: input relevance summed over channels (signed).
@@ -197,6 +233,10 @@ def crp_heatmaps(
         raise TypeError(f"layer must be a layer name (str), got {layer!r}")
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; accepted: {list(POOLINGS)}")
+    if peak is None:
+        peak = pooling in ("max", "absmax")
+    elif not isinstance(peak, bool):
+        raise ValueError(f"peak must be True, False or None, got {peak!r}")
     if composite is None:
         composite = make_composite(model)
     device = _model_device(model)
@@ -207,7 +247,7 @@ def crp_heatmaps(
         attribution.capture.check()
         _check_range(components, _num_components(activation), layer)
         start = activation.abs() if pooling.startswith("abs") else activation.clamp(min=0)
-        return start * _component_onehot(activation, components)
+        return start * (_peak_onehot(start, components) if peak else _component_onehot(activation, components))
 
     conditions = [{layer: [k]} for k in components.tolist()]
     with lrp_context(model), torch.inference_mode(False), torch.enable_grad():
