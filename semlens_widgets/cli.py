@@ -16,7 +16,6 @@ shortcut audit). Results go to the store directory; a second run loads them in s
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 import time
@@ -101,22 +100,6 @@ class _Timer:
 
         return _Ctx()
 
-    def wrap(self, obj, method: str, stage: str) -> None:
-        """Time every call of ``obj.method`` as ``stage`` (instance attribute, nothing else changes)."""
-        fn = getattr(obj, method, None)
-        if fn is None:
-            return
-
-        @functools.wraps(fn)
-        def timed(*a, **kw):
-            t = time.perf_counter()
-            try:
-                return fn(*a, **kw)
-            finally:
-                self.add(stage, time.perf_counter() - t)
-
-        setattr(obj, method, timed)
-
 
 def _print(msg: str = "") -> None:
     print(msg, flush=True)
@@ -147,12 +130,8 @@ def run_demo(args: argparse.Namespace) -> int:
         lens = Lens(world.model, world.dataset, world.fm, layers, m=args.m, crop=args.crop, store=args.store,
                     device=args.device, batch_size=args.batch_size, class_names=world.class_names, progress=not args.quiet,
                     overwrite=args.overwrite)
-    # per-stage timings of lens.run(): time its steps without changing what run() does
-    for method, stage in (("_run_collect", "collect"), ("_run_boxes", "crops"), ("_run_embed", "embed"),
-                          ("_run_embed_full", "embed")):
-        timer.wrap(lens, method, stage)
     with timer.stage("run (collect + crop + embed)"):
-        lens.run()
+        lens.run(on_step=lambda step, layer, seconds: timer.add(step, seconds))
     vocab = list(world.vocabulary)
     labels = {}
     with timer.stage("label"):

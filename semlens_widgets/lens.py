@@ -398,21 +398,38 @@ class Lens(LensSemanticsMixin):
         return int(s) if isinstance(s, int) else int(max(s))
 
     # ====================================================================== run
-    def run(self) -> "Lens":
+    def run(self, *, on_step: Callable[[str, str | None, float], Any] | None = None) -> "Lens":
         """Collect, crop and embed every layer (loads what the store already holds).
 
         Resumable: interrupted runs continue from the last finished chunk. Returns self.
+
+        on_step: called after each step as ``on_step(step, layer, seconds)`` with ``step`` one
+            of ``"collect"`` (layer None: all layers in one pass), ``"crops"`` and ``"embed"``
+            (per layer; layer None for ``crop="full"``, which embeds each sample once), and the
+            wall time of that step (near zero when it was loaded from the store). For timings
+            and progress outside tqdm, e.g. ``semlens demo``'s per-stage summary.
         """
+        import time
+
         from tqdm.auto import tqdm
 
-        self._run_collect()
+        if on_step is not None and not callable(on_step):
+            raise TypeError(f"on_step must be callable (step, layer, seconds), got {on_step!r}")
+
+        def step(name: str, layer: str | None, fn, *args) -> None:
+            t = time.perf_counter()
+            fn(*args)
+            if on_step is not None:
+                on_step(name, layer, time.perf_counter() - t)
+
+        step("collect", None, self._run_collect)
         for layer in tqdm(self._layers, desc="crops", disable=not self.progress or len(self._layers) < 2, unit="layer"):
-            self._run_boxes(layer)
+            step("crops", layer, self._run_boxes, layer)
         if self.crop_mode == "full":
-            self._run_embed_full()
+            step("embed", None, self._run_embed_full)
         else:
             for layer in tqdm(self._layers, desc="embeddings", disable=not self.progress or len(self._layers) < 2, unit="layer"):
-                self._run_embed(layer)
+                step("embed", layer, self._run_embed, layer)
         self._ran = True
         return self
 

@@ -126,6 +126,18 @@ def test_run_shapes_and_accessors(fm, crop, tmp_path):
     )
 
 
+@pytest.mark.parametrize("crop", ["crp", "full"])
+def test_run_reports_each_step(fm, crop, tmp_path):
+    steps = []
+    make(TinyCNN(num_classes=3), ImgSet(), fm, tmp_path / "s", crop=crop).run(on_step=lambda *a: steps.append(a))
+    names = [(s, layer) for s, layer, _ in steps]
+    embeds = [("embed", layer) for layer in LAYERS] if crop == "crp" else [("embed", None)]
+    assert names == [("collect", None)] + [("crops", layer) for layer in LAYERS] + embeds
+    assert all(isinstance(t, float) and t >= 0 for *_, t in steps)
+    with pytest.raises(TypeError, match="on_step must be callable"):
+        make(TinyCNN(num_classes=3), ImgSet(), fm, None).run(on_step="print")
+
+
 def test_crops_are_the_boxes_of_the_display_images(fm):
     from semlens_widgets.kernels.crops import crop_resize
 
