@@ -3,7 +3,7 @@
 A synthetic image domain with annotated concepts (shapes, colours, textures, backgrounds,
 artefacts), a text-to-image renderer for it, a small CNN classifier trained on it with planted
 shortcuts, and a small CLIP in open_clip's format trained on its image-caption pairs. Both models
-ship with the package (fp16 safetensors, ~7 MB) and are reproducible with
+ship with the package (fp16 safetensors, ~13 MB) and are reproducible with
 ``python -m semlens_widgets.demo.train``::
 
     import semlens_widgets as slw

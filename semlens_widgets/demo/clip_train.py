@@ -12,6 +12,13 @@ Crops teach the model what SemanticLens feeds it: CRP crops of concept examples.
 texts are true of many images ("red" is true of every image with a red object), the loss uses
 soft targets: text t and image j match when every concept the text names is present in the
 image view (multi-hot subset test), and each row/column's targets are spread over its matches.
+Two dense terms join it (see :func:`train_clip`): a sigmoid loss of every view against every
+vocabulary prompt, and a calibration that puts the empty prompt between the concepts a view
+shows and the ones it does not, the baseline SemanticLens subtracts before it reads a sign.
+
+The model (``semlens-demo-clip.json``): open_clip's ModifiedResNet image tower (width 24, one
+block per stage, 64x64 input) and a 2-layer, 64-wide text transformer, 128-d embeddings;
+6.3M parameters, 12.6 MB in fp16, most of it the 49k-token embedding table of the text tower.
 """
 from __future__ import annotations
 
@@ -32,6 +39,8 @@ __all__ = ["CLIPPool", "make_pool", "sample_batch", "train_clip", "report_clip",
 
 _COL = {c: j for j, c in enumerate(CONCEPTS)}
 _EXTRA_TEMPLATES = ("a photo with {}", "{} in the picture", "there is {}")
+#: cosine margin of the null-prompt calibration (see :func:`_null_calibration`).
+NULL_MARGIN = 0.05
 _BG_WORDS = {
     "plain": ["on a plain background", "on a plain background", "on a grey background"],
     "grass": ["on grass", "on the grass", "on green grass"],
@@ -225,22 +234,29 @@ def sample_batch(pool: CLIPPool, batch_size: int, rng: np.random.Generator):
     return images.clamp_(0, 1), texts, match, i_
 
 
-def _soft_clip_loss(
-    img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, match: torch.Tensor, null: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Soft-target symmetric contrastive loss. ``null`` [Z, d]: embeddings of the empty prompt
-    templates, extra text columns of the image->text softmax that match no image (so images are
-    pushed away from the empty prompt, the baseline SemanticLens subtracts)."""
+def _soft_clip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
+    """Soft-target symmetric contrastive loss: ``match[t, j]`` spreads each row's (column's)
+    target over the views (texts) that match it."""
     logits = scale * txt @ img.T  # [T, I]
     tgt = match.float()
     loss_t = -(F.log_softmax(logits, dim=1) * (tgt / tgt.sum(1, keepdim=True))).sum(1).mean()
-    logits_i = logits.T  # [I, T]
     tgt_i = tgt.T / tgt.T.sum(1, keepdim=True)
-    if null is not None:
-        logits_i = torch.cat([logits_i, scale * img @ null.T], dim=1)  # [I, T + Z]
-        tgt_i = torch.cat([tgt_i, tgt_i.new_zeros(len(img), len(null))], dim=1)
-    loss_i = -(F.log_softmax(logits_i, dim=1) * tgt_i).sum(1).mean()
+    loss_i = -(F.log_softmax(logits.T, dim=1) * tgt_i).sum(1).mean()
     return (loss_t + loss_i) / 2
+
+
+def _null_calibration(s_concepts: torch.Tensor, s_null: torch.Tensor, presence: torch.Tensor,
+                      margin: float = NULL_MARGIN) -> torch.Tensor:
+    """Two-sided ranking of every view's concepts around the empty prompt: a concept in view
+    scores at least ``margin`` above the null prompt, a concept not in view at least ``margin``
+    below it (hinge, mean over all view x concept pairs). SemanticLens scores a component by
+    ``s(concept, theta) - s(null, theta)`` and the audit reads its sign: the null prompt must
+    sit between what an image shows and what it does not, like a real CLIP's empty caption,
+    not below everything (then every concept "beats the baseline")."""
+    gap = s_concepts - s_null[:, None]  # [B, K]
+    above = F.relu(margin - gap) * presence
+    below = F.relu(margin + gap) * (1.0 - presence)
+    return (above.sum() / presence.sum().clamp(min=1) + below.sum() / (1.0 - presence).sum().clamp(min=1)) / 2
 
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:
@@ -252,7 +268,7 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def train_clip(
-    steps: int = 350,
+    steps: int = 500,
     batch_size: int = 256,
     lr: float = 2e-3,
     pool_size: int = 6_000,
@@ -265,18 +281,19 @@ def train_clip(
 ):
     """Train the demo CLIP from scratch and save it (fp16 safetensors). Returns the model.
 
-    Loss: the soft-target contrastive loss over the batch's (view, text) pairs plus
-    ``concept_weight`` times a multi-label sigmoid loss of every view against every vocabulary
-    concept prompt (mean over DEMO_TEMPLATES): dense supervision that teaches shapes and
-    textures in a few hundred steps, and exactly the probes SemanticLens uses.
+    Loss, per batch of (view, text) pairs:
 
-    Calibration against the empty prompt (``null_weight``): the DEMO_TEMPLATES filled with ""
-    (what ``FoundationModel.null_embedding`` encodes) are extra text columns of the image->text
-    softmax that match no view, a sigmoid negative of every view, and every concept in view must
-    beat the null prompt by a cosine margin of 0.1 (the score SemanticLens labels and audits with
-    is ``s(concept, theta) - s(null, theta)``). ``init``: start from these weights instead of
-    from scratch (the shipped weights: 350 steps from scratch with the concept loss, then
-    fine-tuned with the null calibration, see train.py)."""
+    - the soft-target contrastive loss over the batch (:func:`_soft_clip_loss`);
+    - ``concept_weight`` x a multi-label sigmoid loss of every view against every vocabulary
+      concept prompt (mean over DEMO_TEMPLATES, exactly the probes SemanticLens encodes): dense
+      supervision that teaches shapes and textures in a few hundred steps;
+    - ``null_weight`` x the calibration against the empty prompt (the DEMO_TEMPLATES filled
+      with ``""``, what ``FoundationModel.null_embedding`` encodes): every concept in view
+      above it, every concept not in view below it, by a cosine margin
+      (:func:`_null_calibration`). Search, labels and audits score ``s(c, theta) - s(null,
+      theta)`` and the audit reads its sign, so this is what makes them meaningful.
+
+    ``init``: start from these weights instead of from scratch (fine-tuning)."""
     import open_clip
 
     from .train import _log, save_fp16
@@ -318,22 +335,18 @@ def train_clip(
         img = F.normalize(model.encode_image(_normalize(images)), dim=-1)
         txt = F.normalize(model.encode_text(tokenizer(texts)), dim=-1)
         scale = model.logit_scale.exp().clamp(max=100)
-        nt = F.normalize(model.encode_text(null_tokens), dim=-1)  # [Z, d]
-        loss = _soft_clip_loss(img, txt, scale, match, nt if null_weight > 0 else None)
-        if concept_weight > 0:
+        loss = _soft_clip_loss(img, txt, scale, match)
+        if concept_weight > 0 or null_weight > 0:
             ct = F.normalize(model.encode_text(concept_tokens), dim=-1).view(len(CONCEPTS), len(DEMO_TEMPLATES), -1)
             ct = F.normalize(ct.mean(1), dim=-1)  # [K, d], like fm.encode_concepts
-            logits = scale * img @ ct.T + concept_bias
+            s_concepts = img @ ct.T  # [B, K]
+        if concept_weight > 0:
+            logits = scale * s_concepts + concept_bias
             loss = loss + concept_weight * F.binary_cross_entropy_with_logits(logits, presence)
         if null_weight > 0:
+            nt = F.normalize(model.encode_text(null_tokens), dim=-1)  # [Z, d]
             null = F.normalize(nt.mean(0), dim=-1)  # [d], like fm.null_embedding()
-            # the null prompt is a negative for every view (sigmoid, same scale and bias as the
-            # concepts), and every concept in view must beat it by a margin (what label/audit test)
-            s_null = img @ null  # [B]
-            loss = loss + null_weight * F.binary_cross_entropy_with_logits(scale * s_null + concept_bias, torch.zeros_like(s_null))
-            if concept_weight > 0:
-                gap = F.relu(0.1 - (img @ ct.T - s_null[:, None]))  # [B, K]
-                loss = loss + null_weight * (gap * presence).sum() / presence.sum().clamp(min=1)
+            loss = loss + null_weight * _null_calibration(s_concepts, img @ null, presence)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
