@@ -268,7 +268,7 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def train_clip(
-    steps: int = 500,
+    steps: int = 1000,
     batch_size: int = 256,
     lr: float = 2e-3,
     pool_size: int = 6_000,

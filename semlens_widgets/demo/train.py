@@ -1,6 +1,6 @@
 """Regenerate the demo world's shipped weights from seeds and print their quality figures.
 
-    python -m semlens_widgets.demo.train                 # both models (about 20 min on 2 cores)
+    python -m semlens_widgets.demo.train                 # both models (about 35 min on 2 cores)
     python -m semlens_widgets.demo.train --only classifier
     python -m semlens_widgets.demo.train --only clip
     python -m semlens_widgets.demo.train --eval-only     # figures of the shipped weights
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-only", action="store_true", help="print the figures of the shipped weights")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--epochs", type=int, default=10, help="classifier epochs")
-    ap.add_argument("--clip-steps", type=int, default=500, help="CLIP optimisation steps")
+    ap.add_argument("--clip-steps", type=int, default=1000, help="CLIP optimisation steps")
     ap.add_argument("--clip-lr", type=float, default=2e-3, help="CLIP peak learning rate")
     ap.add_argument("--clip-init", type=Path, default=None, help="start the CLIP from these weights (fine-tune)")
     ap.add_argument("--clip-out", type=Path, default=CLIP_WEIGHTS, help="where to write the CLIP weights")
