@@ -514,8 +514,9 @@ class LensSemanticsMixin:
         """Mean relevance of every component for every class ``[K, C]`` (DESIGN eq. 3 aggregated
         per class): each sample explained for its own class (``over``: label or prediction), at
         most ``max_per_class`` samples per class, all classes in one batched pass over the data
-        (all CRP-capable layers at once); cached in the store. Rows of classes without samples
-        are 0."""
+        (all CRP-capable layers at once); cached in the store, and resumable: the pass saves
+        chunks of ``chunk_size * m`` samples, so an interrupted call continues where it stopped.
+        Rows of classes without samples are 0."""
         layer = self._crp_layer(layer)
         over = _check_over(over, self)
         max_per_class = _check_positive_int("max_per_class", max_per_class)
@@ -544,10 +545,7 @@ class LensSemanticsMixin:
             keep = order[rank < max_per_class]
             classes = src[keep]
             layers = self._crp_layers()
-            R = _relevance.component_relevance(
-                self.model, lambda pos: self.model_inputs(keep[pos]), classes, layers, self.composite,
-                batch_size=self._batch_size(), device=self.device, progress=self._progress(),
-            )
+            R = self._sample_relevance_chunked(keep, classes, layers, over, max_per_class)
             for l in layers:
                 raw = R[l]
                 absn = raw / raw.abs().sum(1, keepdim=True).clamp_min(1e-12)
@@ -557,7 +555,45 @@ class LensSemanticsMixin:
                 self.store.save(key(l), t, fp(l), meta={"layer": l, "over": over})
                 if l == layer:
                     got = t
+            done = list(self.store.keys(self._class_relevance_prefix(over) + "/"))
+            if done:
+                self.store.delete_many(done)
         return (got["mean_abs"] if normalize == "abs" else got["mean_raw"]).clone()
+
+    @staticmethod
+    def _class_relevance_prefix(over: str) -> str:
+        return f"semantics/class_relevance_run/{over}"
+
+    def _sample_relevance_chunked(self, keep: torch.Tensor, classes: torch.Tensor, layers: list[str],
+                                  over: str, max_per_class: int) -> dict[str, torch.Tensor]:
+        """Per-sample CRP relevance ``{layer: [n, C]}`` of samples ``keep`` for ``classes``, in
+        resumable chunks (``chunk_size * m`` samples, like the crop step): an interrupted pass
+        keeps its finished chunks in the store and the next call computes only the rest."""
+        size = getattr(self, "chunk_size", 64) * max(int(getattr(self, "m", 1)), 1)
+        fp = self._sem_fp("class_relevance_run", tuple(layers), over, max_per_class)
+
+        def compute(a: int, b: int) -> dict[str, torch.Tensor]:
+            part = keep[a:b]
+            return _relevance.component_relevance(
+                self.model, lambda pos: self.model_inputs(part[pos]), classes[a:b], layers, self.composite,
+                batch_size=self._batch_size(), device=self.device, progress=self._progress(),
+            )
+
+        from tqdm.auto import tqdm
+
+        n = int(keep.numel())
+        chunks = [(a, min(a + size, n)) for a in range(0, n, size)]
+        if len(chunks) <= 1:  # the caller's final entries are the only checkpoint worth writing
+            return compute(0, n)
+        prefix, parts = self._class_relevance_prefix(over), []
+        for a, b in tqdm(chunks, desc="class relevance", disable=not self._progress(), unit="chunk"):
+            key = f"{prefix}/chunk{a}-{b}"
+            got = self.store.load(key, fp)
+            if got is None:
+                got = compute(a, b)
+                self.store.save(key, got, fp)
+            parts.append(got)
+        return {l: torch.cat([p[l] for p in parts]) for l in layers}
 
     def top_classes(self, layer: str, k: int = 3, *, over: str | None = None, max_per_class: int = 32) -> pd.DataFrame:
         """For every component the k output classes it is most relevant for (the paper's

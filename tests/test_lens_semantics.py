@@ -288,6 +288,34 @@ def test_top_classes_and_component_info(lens):
     assert len(info.top_classes) == 2 and set(info.measures) >= {"clarity", "polysemanticity", "nearest"}
 
 
+def test_class_relevance_resumes_after_an_interruption(monkeypatch):
+    """The class-relevance pass saves chunks of chunk_size * m samples: after a failure in the
+    third chunk the next call computes only the third, ends identical to an uninterrupted
+    pass, and leaves no chunk entries behind."""
+    ref = StandIn().class_relevance("3", normalize="none")
+    lens = StandIn()
+    lens.chunk_size = 1  # chunks of m = 4 samples: 12 samples -> 3 chunks
+    real, calls = R.component_relevance, []
+
+    def failing(model, inputs, targets, *a, **kw):
+        calls.append(len(targets))
+        if len(calls) == 3:
+            raise RuntimeError("injected failure")
+        return real(model, inputs, targets, *a, **kw)
+
+    monkeypatch.setattr(R, "component_relevance", failing)
+    with pytest.raises(RuntimeError, match="injected"):
+        lens.class_relevance("3")
+    assert sorted(lens.store.keys("semantics/class_relevance_run/")) == [
+        "semantics/class_relevance_run/label/chunk0-4", "semantics/class_relevance_run/label/chunk4-8"]
+    calls.clear()
+    monkeypatch.setattr(R, "component_relevance", lambda *a, **kw: calls.append(len(a[2])) or real(*a, **kw))
+    torch.testing.assert_close(lens.class_relevance("3", normalize="none"), ref)
+    assert calls == [4]  # only the unfinished chunk
+    assert lens.store.keys("semantics/class_relevance_run/") == []
+    assert lens.class_relevance("1").shape == (3, 3) and calls == [4]  # both layers came from that pass
+
+
 # ------------------------------------------------------------------ audit
 
 
