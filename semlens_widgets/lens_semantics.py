@@ -737,6 +737,12 @@ class LensSemanticsMixin:
         graphs = self._sem_state()["graphs"]
         if ckey in graphs:
             return graphs[ckey]
+        fp = self._sem_fp("attribution_graph", *ckey)
+        key = f"semantics/attribution_graph/{fp[:24]}"
+        got = self.store.load(key, fp)
+        if got is not None:
+            graphs[ckey] = g = _graph_from_store(got, self.store.meta(key)["meta"])
+            return g
         labels = None
         if concepts:
             labels = {l: self._label_result(concepts, l, float(threshold)).table["label"].tolist() for l in layers}
@@ -747,6 +753,8 @@ class LensSemanticsMixin:
             top_k=top_k, target_name=names[target] if names else None,
             batch_size=self._batch_size(), device=self.device, progress=self._progress(),
         )
+        tensors, meta = _graph_to_store(g)
+        self.store.save(key, tensors, fp, meta=meta)
         graphs[ckey] = g
         return g
 
@@ -773,6 +781,46 @@ class LensSemanticsMixin:
             "x": xy[:, 0].astype(float),
             "y": xy[:, 1].astype(float),
         })
+
+
+# ---------------------------------------------------------------------------- graph storage
+
+
+def _graph_to_store(g: AttributionGraph) -> tuple[dict[str, torch.Tensor], dict]:
+    """An AttributionGraph as (tensors, JSON meta) for the store; inverse: :func:`_graph_from_store`."""
+    n, e = g.nodes, g.edges
+    tensors = {
+        "node_relevance": torch.tensor(n["relevance"].to_numpy(dtype=np.float64)),
+        "edge_weight": torch.tensor(e["weight"].to_numpy(dtype=np.float64)),
+        "edge_signed_weight": torch.tensor(e["signed_weight"].to_numpy(dtype=np.float64)),
+    }
+    meta = {
+        "target": int(g.target),
+        "layers": list(g.layers),
+        "nodes": {
+            "id": [str(v) for v in n["id"]],
+            "layer": [str(v) for v in n["layer"]],
+            "label": [None if v is None else str(v) for v in n["label"]],
+            "components": [[int(c) for c in v] for v in n["components"]],
+            "labelled": [bool(v) for v in n["labelled"]],
+        },
+        "edges": {"source": [str(v) for v in e["source"]], "target": [str(v) for v in e["target"]]},
+    }
+    return tensors, meta
+
+
+def _graph_from_store(tensors: dict[str, torch.Tensor], meta: dict) -> AttributionGraph:
+    # rows of plain Python values, as build_attribution_graph makes them: same dtypes on reload
+    nm, em = meta["nodes"], meta["edges"]
+    rel = tensors["node_relevance"].tolist()
+    node_rows = [dict(id=nm["id"][i], layer=nm["layer"][i], label=nm["label"][i], components=nm["components"][i],
+                      relevance=rel[i], labelled=nm["labelled"][i]) for i in range(len(rel))]
+    w, sw = tensors["edge_weight"].tolist(), tensors["edge_signed_weight"].tolist()
+    edge_rows = [dict(source=em["source"][i], target=em["target"][i], weight=w[i], signed_weight=sw[i])
+                 for i in range(len(w))]
+    nodes = pd.DataFrame(node_rows, columns=["id", "layer", "label", "components", "relevance", "labelled"])
+    edges = pd.DataFrame(edge_rows, columns=["source", "target", "weight", "signed_weight"])
+    return AttributionGraph(target=int(meta["target"]), layers=list(meta["layers"]), nodes=nodes, edges=edges)
 
 
 # ---------------------------------------------------------------------------- compare (eq. 6)

@@ -343,6 +343,23 @@ def test_audit_categories_relevance_and_samples(lens):
 # ------------------------------------------------------------------ attribution graph
 
 
+def test_attribution_graph_is_stored_and_reloaded(tmp_path, monkeypatch):
+    """A second lens on the same store (a new kernel) gets the same graph without running CRP;
+    other parameters compute a new one."""
+    a = StandIn()
+    a.store = Store(tmp_path / "s")
+    g = a.attribution_graph(0, ["3", "1"], ["dog", "watermark"], top_k=1)
+    b = StandIn()
+    b.store = Store(tmp_path / "s")
+    monkeypatch.setattr(R, "build_attribution_graph", lambda *a, **kw: pytest.fail("recomputed"))
+    h = b.attribution_graph(0, ["3", "1"], ["dog", "watermark"], top_k=1)
+    assert h.target == g.target and h.layers == g.layers
+    pd.testing.assert_frame_equal(h.nodes, g.nodes)
+    pd.testing.assert_frame_equal(h.edges, g.edges)
+    with pytest.raises(pytest.fail.Exception, match="recomputed"):
+        b.attribution_graph(0, ["3", "1"], ["dog", "watermark"], top_k=2)
+
+
 def test_attribution_graph_groups_and_conservation(lens):
     g = lens.attribution_graph(0, ["3", "1"], ["dog", "watermark"], top_k=1)
     assert isinstance(g, AttributionGraph) and g.layers == ["1", "3"]
