@@ -497,33 +497,6 @@ class Lens(LensSemanticsMixin):
             )
 
     # ---------------------------------------------------------------- chunking helpers
-    def _chunks(self, n: int, size: int) -> list[tuple[int, int]]:
-        return [(a, min(a + size, n)) for a in range(0, n, size)]
-
-    def _chunked(self, prefix: str, fp: str, n: int, size: int, compute: Callable[[int, int], dict],
-                 desc: str) -> list[dict]:
-        """Run ``compute(a, b)`` for each chunk [a, b) of range(n), saving each finished chunk
-        under ``prefix/chunk<a>-<b>`` (fingerprint ``fp``) and loading the ones already there."""
-        from tqdm.auto import tqdm
-
-        chunks = self._chunks(n, size)
-        if len(chunks) == 1:  # the caller's final entry is the only checkpoint worth writing
-            return [compute(*chunks[0])]
-        parts = []
-        for a, b in tqdm(chunks, desc=desc, disable=not self.progress, unit="chunk"):
-            key = f"{prefix}/chunk{a}-{b}"
-            got = self.store.load(key, fp)
-            if got is None:
-                got = compute(a, b)
-                self.store.save(key, got, fp)
-            parts.append(got)
-        return parts
-
-    def _drop_chunks(self, prefix: str) -> None:
-        keys = [k for k in self.store.keys(prefix + "/chunk")]
-        if keys:
-            self.store.delete_many(keys)
-
     def _sorted_batches(self, flat_idx: torch.Tensor, batch: int):
         """Yield ``(pos, uniq, inv)`` over batches of flat positions sorted by sample index, so
         that each batch loads each distinct sample once: ``flat_idx[pos] == uniq[inv]``."""
@@ -544,14 +517,14 @@ class Lens(LensSemanticsMixin):
                 _, h, w = self._input_shape
                 boxes = torch.tensor([0, 0, w, h], dtype=torch.long).expand(C, me, 4).clone()
             else:
-                parts = self._chunked(
+                parts = self.store.chunked(
                     f"boxes/{layer}", fp, C, self.chunk_size,
                     lambda a, b: {"boxes": self._compute_boxes(layer, idx[a:b], torch.arange(a, b))},
-                    desc=f"crops {layer}",
+                    desc=f"crops {layer}", progress=self.progress,
                 )
                 boxes = torch.cat([p["boxes"] for p in parts])
             self.store.save(f"boxes/{layer}", {"boxes": boxes}, fp, meta={"crop_mode": self.crop_mode})
-            self._drop_chunks(f"boxes/{layer}")
+            self.store.drop_chunks(f"boxes/{layer}")
             got = {"boxes": boxes}
         self._boxes[layer] = got["boxes"].long()
 
@@ -621,10 +594,10 @@ class Lens(LensSemanticsMixin):
             v = self._embed_crops(idx[a:b].reshape(-1), boxes[a:b].reshape(-1, 4))
             return {"V": v.view(b - a, me, -1)}
 
-        parts = self._chunked(f"embed/{layer}", self._fp_embed(layer), C, self.chunk_size, compute,
-                              desc=f"embed {layer}")
+        parts = self.store.chunked(f"embed/{layer}", self._fp_embed(layer), C, self.chunk_size, compute,
+                              desc=f"embed {layer}", progress=self.progress)
         self._finish_embed(layer, torch.cat([p["V"] for p in parts]))
-        self._drop_chunks(f"embed/{layer}")
+        self.store.drop_chunks(f"embed/{layer}")
 
     def _run_embed_full(self) -> None:
         """``crop="full"``: embed each distinct sample of all layers once, then gather."""
@@ -642,13 +615,14 @@ class Lens(LensSemanticsMixin):
             return {"E": self._embed_crops(part, full.expand(part.numel(), 4))}
 
         size = self.chunk_size * max(self.m, 1)
-        parts = self._chunked("fullemb", fp, uniq.numel(), size, compute, desc="embed samples")
+        parts = self.store.chunked("fullemb", fp, uniq.numel(), size, compute, desc="embed samples",
+                                  progress=self.progress)
         E = torch.cat([p["E"] for p in parts])  # [U, d] float16
         for layer in todo:
             idx = self._topm[layer].indices
             V = E[torch.searchsorted(uniq, idx.reshape(-1))].view(*idx.shape, -1)
             self._finish_embed(layer, V)
-        self._drop_chunks("fullemb")
+        self.store.drop_chunks("fullemb")
 
     # ====================================================================== accessors
     def _require_run(self) -> None:

@@ -555,9 +555,7 @@ class LensSemanticsMixin:
                 self.store.save(key(l), t, fp(l), meta={"layer": l, "over": over})
                 if l == layer:
                     got = t
-            done = list(self.store.keys(self._class_relevance_prefix(over) + "/"))
-            if done:
-                self.store.delete_many(done)
+            self.store.drop_chunks(self._class_relevance_prefix(over))
         return (got["mean_abs"] if normalize == "abs" else got["mean_raw"]).clone()
 
     @staticmethod
@@ -579,20 +577,8 @@ class LensSemanticsMixin:
                 batch_size=self._batch_size(), device=self.device, progress=self._progress(),
             )
 
-        from tqdm.auto import tqdm
-
-        n = int(keep.numel())
-        chunks = [(a, min(a + size, n)) for a in range(0, n, size)]
-        if len(chunks) <= 1:  # the caller's final entries are the only checkpoint worth writing
-            return compute(0, n)
-        prefix, parts = self._class_relevance_prefix(over), []
-        for a, b in tqdm(chunks, desc="class relevance", disable=not self._progress(), unit="chunk"):
-            key = f"{prefix}/chunk{a}-{b}"
-            got = self.store.load(key, fp)
-            if got is None:
-                got = compute(a, b)
-                self.store.save(key, got, fp)
-            parts.append(got)
+        parts = self.store.chunked(self._class_relevance_prefix(over), fp, int(keep.numel()), size, compute,
+                                   desc="class relevance", progress=self._progress()) or [compute(0, 0)]
         return {l: torch.cat([p[l] for p in parts]) for l in layers}
 
     def top_classes(self, layer: str, k: int = 3, *, over: str | None = None, max_per_class: int = 32) -> pd.DataFrame:

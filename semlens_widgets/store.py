@@ -38,7 +38,7 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from safetensors import SafetensorError
@@ -465,6 +465,34 @@ class Store:
                 if rec.get("file"):
                     self._unlink(rec["file"])
         return len(removed)
+
+    def chunked(self, prefix: str, fp: str, n: int, size: int, compute: Callable[[int, int], dict],
+                *, desc: str, progress: bool = False) -> list[dict]:
+        """Resumable chunked work: run ``compute(a, b)`` for each chunk [a, b) of range(n) of
+        ``size`` items, saving each finished chunk under ``prefix/chunk<a>-<b>`` (fingerprint
+        ``fp``) and loading the ones already there. A single chunk is computed without a
+        checkpoint (the caller's final entry is the only one worth writing). Returns the
+        chunks' tensor dicts in order; :meth:`drop_chunks` removes the checkpoints."""
+        from tqdm.auto import tqdm
+
+        chunks = [(a, min(a + size, n)) for a in range(0, n, size)]
+        if len(chunks) == 1:
+            return [compute(*chunks[0])]
+        parts = []
+        for a, b in tqdm(chunks, desc=desc, disable=not progress, unit="chunk"):
+            key = f"{prefix}/chunk{a}-{b}"
+            got = self.load(key, fp)
+            if got is None:
+                got = compute(a, b)
+                self.save(key, got, fp)
+            parts.append(got)
+        return parts
+
+    def drop_chunks(self, prefix: str) -> None:
+        """Remove the checkpoints :meth:`chunked` wrote under ``prefix``."""
+        keys = self.keys(prefix + "/chunk")
+        if keys:
+            self.delete_many(keys)
 
     def clear(self) -> None:
         """Remove every entry, every store-level record and orphan files."""

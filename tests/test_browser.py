@@ -64,6 +64,18 @@ def shot(page, view: str, name: str | None = None, index: int = 0) -> None:
     loc.screenshot(path=str(SHOTS / f"{name or view}.png"))
 
 
+def shot_explorer(page, name: str) -> None:
+    """The whole explorer in one picture: a viewport taller than it (the notebook scrolls inside)."""
+    page.set_viewport_size({"width": 1500, "height": 2600})
+    try:
+        box = page.locator(".slw-explorer-box").first
+        box.scroll_into_view_if_needed()
+        page.wait_for_timeout(600)
+        box.screenshot(path=str(SHOTS / f"{name}.png"))
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})
+
+
 def test_search_box_returns_results_with_decoded_thumbnails(page):
     box = page.locator("[data-testid='slw-search']").first
     box.scroll_into_view_if_needed()
@@ -102,15 +114,7 @@ def test_selecting_a_result_selects_it_in_the_gallery_of_the_explorer(page):
         "c => document.querySelectorAll(\"[data-testid='slw-gallery']\")[1].querySelector('input[type=number]').value === c",
         arg=comp, timeout=20_000)
     gallery.locator("[data-testid='slw-gallery-grid'] img").first.wait_for(timeout=20_000)
-    # the whole explorer in one picture: a viewport taller than it (the notebook scrolls inside)
-    page.set_viewport_size({"width": 1500, "height": 2600})
-    try:
-        box = page.locator(".slw-explorer-box").first
-        box.scroll_into_view_if_needed()
-        page.wait_for_timeout(600)
-        box.screenshot(path=str(SHOTS / "explorer.png"))
-    finally:
-        page.set_viewport_size({"width": 1400, "height": 1000})
+    shot_explorer(page, "explorer")
 
 
 def test_map_canvas_draws_points(page):
@@ -213,14 +217,7 @@ def test_dark_theme_is_followed(page):
         const d = c.getContext('2d').getImageData(1, 1, 1, 1).data; return d[0] + d[1] + d[2]; }""")
     assert bg < 3 * 80, bg  # the canvas redrew with the dark background
     shot(page, "map", "map_dark")
-    page.set_viewport_size({"width": 1500, "height": 2600})
-    try:
-        box = page.locator(".slw-explorer-box").first
-        box.scroll_into_view_if_needed()
-        page.wait_for_timeout(600)
-        box.screenshot(path=str(SHOTS / "explorer_dark.png"))
-    finally:
-        page.set_viewport_size({"width": 1400, "height": 1000})
+    shot_explorer(page, "explorer_dark")
 
 
 def test_no_javascript_errors(page):

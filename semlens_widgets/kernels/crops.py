@@ -107,9 +107,8 @@ def _peak_onehot(start: torch.Tensor, components: torch.Tensor) -> torch.Tensor:
 
     start: [n, C, *spatial] or [n, T, D] (tokens); [n, C] has no positions (plain one-hot).
     """
-    onehot = _component_onehot(start, components)
     if start.dim() == 2:
-        return onehot
+        return _component_onehot(start, components)
     n = start.shape[0]
     rows = torch.arange(n, device=start.device)
     comps = components.to(start.device)
