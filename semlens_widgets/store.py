@@ -424,6 +424,17 @@ class Store:
             return None
         return out
 
+    def cached(self, key: str, fingerprint: str, compute: Callable[[], dict[str, torch.Tensor]],
+               *, meta: dict | None = None) -> dict[str, torch.Tensor]:
+        """The tensors of ``key`` for ``fingerprint``: loaded when stored, else ``compute()``,
+        saved (atomically, with ``meta``) and returned. The one load-else-compute-and-save
+        helper of the package."""
+        got = self.load(key, fingerprint)
+        if got is None:
+            got = compute()
+            self.save(key, got, fingerprint, meta=meta)
+        return got
+
     def has(self, key: str, fingerprint: str) -> bool:
         """True when ``key`` exists with this ``fingerprint`` (the file is not re-verified)."""
         _check_key(key)
