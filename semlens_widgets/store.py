@@ -45,7 +45,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
-__all__ = ["Store", "fingerprint", "module_fingerprint", "tensor_digest", "StoreError"]
+__all__ = ["Store", "fingerprint", "module_fingerprint", "tensor_digest", "StoreError", "atomic_write_bytes"]
 
 MANIFEST = "manifest.json"
 FORMAT = "semlens-store"
@@ -194,7 +194,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: temp file in the same directory, fsync, rename."""
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=str(path.parent))
     try:
@@ -322,7 +322,7 @@ class Store:
     def _write_manifest(self, data: dict) -> None:
         assert self.root is not None
         payload = json.dumps(data, indent=1, sort_keys=True).encode("utf-8")
-        _atomic_write_bytes(self.root / MANIFEST, payload)
+        atomic_write_bytes(self.root / MANIFEST, payload)
 
     # ------------------------------------------------------------------ info
     def get_info(self, name: str, default: Any = None) -> Any:
@@ -378,7 +378,7 @@ class Store:
             return
         data = _st_save(tensors, metadata={"key": key, "fingerprint": fingerprint})
         fname = f"{_safe_name(key)}.{uuid.uuid4().hex[:12]}.safetensors"
-        _atomic_write_bytes(self.root / fname, data)
+        atomic_write_bytes(self.root / fname, data)
         record["file"] = fname
         record["sha256"] = hashlib.sha256(data).hexdigest()
         manifest = self._read_manifest()
