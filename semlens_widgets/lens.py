@@ -163,7 +163,7 @@ class Lens(LensSemanticsMixin):
         overwrite: bool = False,
         chunk_size: int = 64,
     ):
-        from semlens_widgets.kernels.collect import POOLINGS
+        from semlens_widgets.kernels.hooks import POOLINGS
 
         # ---- cheap argument checks first -------------------------------------------------
         if not isinstance(model, nn.Module):
@@ -258,27 +258,9 @@ class Lens(LensSemanticsMixin):
     # ====================================================================== validation
     @staticmethod
     def _check_layers(model: nn.Module, layers: Any) -> list[str]:
-        from semlens_widgets.kernels.collect import parse_layer
+        from semlens_widgets.kernels.hooks import resolve_layers
 
-        if isinstance(layers, str):
-            layers = [layers]
-        if not isinstance(layers, (list, tuple)) or not layers:
-            raise ValueError(f"layers must be a non-empty list of layer names, got {layers!r}")
-        layers = list(layers)
-        if len(set(layers)) != len(layers):
-            dup = sorted({l for l in layers if layers.count(l) > 1})
-            raise ValueError(f"layers contains duplicates {dup}")
-        names = [n for n, _ in model.named_modules() if n]
-        known = set(names)
-        for layer in layers:
-            if not isinstance(layer, str):
-                raise TypeError(f"layer names must be str, got {layer!r} ({type(layer).__name__})")
-            spec = parse_layer(layer)
-            if spec.module not in known:
-                raise ValueError(
-                    f"unknown layer {layer!r}; available layers of {type(model).__name__}: {names}"
-                )
-        return layers
+        return list(resolve_layers(model, layers))
 
     @staticmethod
     def _check_dataset(dataset: Any) -> None:
@@ -298,7 +280,7 @@ class Lens(LensSemanticsMixin):
 
     @staticmethod
     def _item_image(item: Any, index: int) -> torch.Tensor:
-        from semlens_widgets.kernels.collect import split_batch
+        from semlens_widgets.kernels.data import split_batch
 
         x, _ = split_batch(item, what=f"dataset item {index}")
         if not isinstance(x, torch.Tensor):
@@ -340,7 +322,7 @@ class Lens(LensSemanticsMixin):
             )
 
     def _dataset_fingerprint(self, dataset: Any) -> str:
-        from semlens_widgets.kernels.collect import split_batch
+        from semlens_widgets.kernels.data import split_batch
 
         n = len(dataset)
         picks = sorted(set(torch.linspace(0, n - 1, min(n, 8)).round().long().tolist()))
@@ -448,23 +430,11 @@ class Lens(LensSemanticsMixin):
         if missing or samples is None:
             from semlens_widgets.kernels.collect import collect_topm
 
-            out_dims: list[int] = []
-
-            def _output_hook(module, inputs, output):
-                if not out_dims:
-                    o = output[0] if isinstance(output, (tuple, list)) and output else output
-                    if isinstance(o, torch.Tensor) and o.dim() == 2:
-                        out_dims.append(int(o.shape[1]))
-
-            handle = self.model.register_forward_hook(_output_hook)
-            try:
-                res = collect_topm(
-                    self.model, self.dataset, missing or self._layers[:1], self.m, pooling=self.pooling,
-                    batch_size=self.batch_size, num_workers=self.num_workers, device=self.device,
-                    progress=self.progress,
-                )
-            finally:
-                handle.remove()
+            res = collect_topm(
+                self.model, self.dataset, missing or self._layers[:1], self.m, pooling=self.pooling,
+                batch_size=self.batch_size, num_workers=self.num_workers, device=self.device,
+                progress=self.progress,
+            )
             for layer, topm in res.topm.items():
                 self.store.save(
                     f"collect/{layer}",
@@ -479,8 +449,7 @@ class Lens(LensSemanticsMixin):
                 tensors["labels"] = res.labels.long().cpu()
             if res.predictions is not None:
                 tensors["predictions"] = res.predictions.long().cpu()
-            num_classes = out_dims[0] if out_dims else None
-            self.store.save("samples", tensors, fp_s, meta={"n_samples": res.n_samples, "num_classes": num_classes})
+            self.store.save("samples", tensors, fp_s, meta={"n_samples": res.n_samples, "num_classes": res.num_classes})
             samples = tensors
         meta = self.store.meta("samples")["meta"]
         self._samples = {

@@ -1,4 +1,4 @@
-"""Streaming top-m collection (DESIGN eq. 1, selection): exactness, indices, errors."""
+"""Streaming top-m collection (concept examples, the selection): exactness, indices, errors."""
 from __future__ import annotations
 
 import re
@@ -7,13 +7,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from semlens_widgets.kernels.collect import (
-    CollectResult,
-    collect_topm,
-    merge_topm,
-    parse_layer,
-    pool_activations,
-)
+from semlens_widgets.kernels.collect import CollectResult, collect_topm, merge_topm
+from semlens_widgets.kernels.hooks import parse_layer, pool_activations
 from semlens_widgets.results import TopM
 
 from _models import ReuseNet, TensorDataset3, TinyCNN, TokenNet, TupleNet
@@ -86,6 +81,15 @@ def test_streaming_equals_bruteforce(cnn_data, batch_size):
     assert res.shapes == {"features.relu1": (8, 12, 12), "features.conv2": (16, 12, 12), "fc": (5,)}
     assert torch.equal(res.labels, ds.y)
     assert torch.equal(res.predictions, logits.argmax(1))
+    assert res.num_classes == 5  # from the [B, K] logits the pass already sees
+
+
+def test_num_classes_none_without_logits():
+    """A model whose output is not [B, K] logits gives neither predictions nor num_classes."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())  # output [B, 4, 6, 6]
+    x = torch.randn(6, 3, 8, 8)
+    res = collect_topm(model, x, ["1"], 2, batch_size=4, progress=False)
+    assert res.predictions is None and res.num_classes is None
 
 
 def test_negative_layer_and_mean_pooling(cnn_data):

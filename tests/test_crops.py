@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from semlens_widgets.kernels.collect import LayerCapture
+from semlens_widgets.kernels.hooks import LayerCapture
 from semlens_widgets.kernels.crops import (
     activation_heatmaps,
     boxes_from_heatmaps,

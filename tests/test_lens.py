@@ -359,7 +359,7 @@ def test_store_of_a_different_model_is_a_clear_error(fm, tmp_path):
 
 def test_clear_errors(fm):
     model, data = TinyCNN(num_classes=3), ImgSet(n=6)
-    with pytest.raises(ValueError, match=r"unknown layer 'features.relu9'; available layers of TinyCNN: \[.*'features.relu1'"):
+    with pytest.raises(ValueError, match=r"unknown layer 'features.relu9': TinyCNN has no module 'features.relu9'\. Close matches: \[.*'features.relu1'"):
         make(model, data, fm, None, layers=["features.relu9"])
     for bad_m in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match=f"m must be an int >= 1.*got {bad_m!r}"):

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .collect import POOLINGS, LayerCapture
+from .hooks import POOLINGS, LayerCapture
 from .lrp import lrp_context, make_composite
 
 __all__ = [
