@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import traitlets as t
 from ipywidgets.widgets.widget import _remove_buffers
 from PIL import Image
 
@@ -198,8 +199,9 @@ def test_gallery_follows_selection_and_keeps_xss_label_as_data(lens):
     assert xss, "the fake lens has an XSS-labelled component"
     g.selection = {"layer": "block4", "component": xss[0]}
     assert g.component == xss[0] and g.info["label"] == XSS  # plain string; the view sets textContent
-    g.selection = {"layer": "nope", "component": 1}  # ignored, not an error
-    assert g.component == xss[0]
+    with pytest.raises(W.WidgetValueError, match="unknown layer 'nope'"):
+        g.selection = {"layer": "nope", "component": 1}  # refused, and nothing changes
+    assert g.component == xss[0] and g.selection == {"layer": "block4", "component": xss[0]}
 
 
 def test_constructor_errors_name_the_bad_value(lens):
@@ -211,6 +213,164 @@ def test_constructor_errors_name_the_bad_value(lens):
         W.SemanticMap(lens, color_by="rainbow")
     with pytest.raises(ValueError, match="target=9"):
         W.AttributionSankey(lens, target=9)
+
+
+# --------------------------------------------------------------------------- argument and trait validation
+def test_audit_view_takes_a_single_str_as_one_concept(lens):
+    a = W.AuditView(lens, "star", "watermark", "block4", 0)
+    assert a.valid == ["star"] and a.spurious == ["watermark"]  # not 's', 't', 'a', 'r'
+    assert [c for c in lens.calls if c[0] == "audit"][-1] == ("audit", ("star",), ("watermark",), "block4", 0)
+    a.valid = "grass"  # the trait too: one concept
+    assert a.valid == ["grass"]
+    for bad, words in [(["star", "star"], "twice"), (["  "], "non-empty"), ([3], "3"),
+                       ({"star": 1}, "expected a list|not the dict")]:
+        with pytest.raises(t.TraitError, match=words):
+            a.valid = bad
+        with pytest.raises(ValueError, match=words):
+            W.AuditView(lens, bad, (), "block4", 0)
+    assert a.valid == ["grass"]
+
+
+def test_gallery_component_must_be_an_int_in_range(lens):
+    for k, words in [(2.7, r"k=2.7 is not accepted: expected an int in 0..11"),
+                     (True, r"k=True is not accepted"), (12, r"k=12 is out of range: expected an int in 0..11"),
+                     (-1, "out of range"), ("2", "not accepted")]:
+        with pytest.raises(ValueError, match=words):
+            W.ConceptGallery(lens, "block4", k)
+    g = W.ConceptGallery(lens, "block4", 2)
+    with pytest.raises(t.TraitError, match=r"component=12 is out of range: expected an int in 0..11"):
+        g.component = 12
+    with pytest.raises(t.TraitError, match="unknown layer 'nope'; accepted: \\['block3', 'block4'\\]"):
+        g.layer = "nope"
+    g.component = 11
+    with pytest.raises(t.TraitError, match="out of range for it \\(0..7\\)"):
+        g.layer = "block3"  # component 11 does not exist there: say so, do not clamp
+    g.show("block3", 7)
+    assert (g.layer, g.component, g.num_components) == ("block3", 7, 8)
+    with pytest.raises(ValueError, match="component=8 is out of range"):
+        g.show("block3", 8)
+    g.set_state({"component": 2.5})  # from the front end: the banner, not an exception
+    assert "component" in g.error and g.component == 7
+
+
+@pytest.mark.parametrize("value, words", [
+    ({"layer": "nope", "component": -3}, r"unknown layer 'nope'; accepted: \{\} or \{'layer': one of \['block3', 'block4'\]"),
+    ({"layer": "block4", "component": -3}, r"component -3 is not an int in 0..11"),
+    ({"layer": "block4", "component": 12}, r"component 12 is not an int in 0..11"),
+    ({"layer": "block4", "component": 1.0}, r"component 1.0 is not an int"),
+    ({"layer": "block4", "component": True}, r"component True is not an int"),
+    ({"layer": "block4"}, "is not accepted; accepted"),
+    ({"layer": "block4", "component": 1, "x": 2}, "is not accepted; accepted"),
+])
+def test_selection_trait_is_validated_in_every_view(lens, value, words):
+    views = [W.SearchBox(lens), W.SemanticMap(lens, "block4"), W.ConceptGallery(lens, "block4", 1),
+             W.AttributionSankey(lens, 0), W.AuditView(lens, ["star"], [], "block4", 0)]
+    views[2].show("block4", 2)  # a value equal to the current one is no change, hence not validated
+    for v in views:
+        before = dict(v.selection)
+        with pytest.raises(t.TraitError, match=words):
+            v.selection = value
+        assert v.selection == before, type(v).__name__
+        v.set_state({"selection": value})  # a hostile front end: refused, shown in the banner
+        assert "rejected state update ['selection']" in v.error and v.selection == before
+    views[0].selection = {"layer": "block3", "component": 7}
+    assert views[0].selection == {"layer": "block3", "component": 7}
+
+
+def test_map_color_by_and_layers_are_validated(lens):
+    with pytest.raises(ValueError, match=r"color_by='x' is not accepted; accepted: \['layer', 'label'"):
+        W.SemanticMap(lens, "block4", color_by="x")
+    m = W.SemanticMap(lens, "block4", concepts=CONCEPTS)
+    with pytest.raises(t.TraitError, match=r"color_by='x' is not accepted; accepted"):
+        m.color_by = "x"
+    with pytest.raises(t.TraitError, match=r"size_by='big' is not accepted"):
+        m.size_by = "big"
+    with pytest.raises(t.TraitError, match=r"unknown layer\(s\) \['nope'\]"):
+        m.layers = ["nope"]
+    with pytest.raises(t.TraitError, match="non-empty list"):
+        m.layers = []
+    with pytest.raises(t.TraitError, match=r"target=7 is out of range: expected an int in 0..3"):
+        m.target = 7
+    assert W.SemanticMap(lens, "block4", target="stripe-class").target == 1  # a class name: its index
+    assert m.color_by == "label" and m.n == 12 and m.error == ""
+    m.set_state({"color_by": "x"})
+    assert "color_by='x' is not accepted" in m.error and m.color_by == "label"
+
+
+def test_search_box_arguments_and_traits_are_validated(lens):
+    with pytest.raises(ValueError, match=r"k=-4 is out of range: expected an int in 1..200"):
+        W.SearchBox(lens, k=-4)
+    with pytest.raises(ValueError, match=r"k=2.5 is not accepted"):
+        W.SearchBox(lens, k=2.5)
+    with pytest.raises(ValueError, match=r"SearchBox needs a Lens .* got None"):
+        W.SearchBox(None)
+    with pytest.raises(ValueError, match=r"needs a Lens .* got 'lens'"):
+        W.ConceptGallery("lens")
+    with pytest.raises(ValueError, match=r"unknown layer 'x'; accepted: \['block3', 'block4'\] or None"):
+        W.SearchBox(lens, layer="x")
+    sb = W.SearchBox(lens)
+    with pytest.raises(t.TraitError, match=r"k=-4 is out of range: expected an int in 1..200"):
+        sb.k = -4
+    with pytest.raises(t.TraitError, match=r"probe_index=64 is out of range: expected an int in 0..63"):
+        sb.probe_index = 64
+    with pytest.raises(t.TraitError, match=r"unknown layer 'x'"):
+        sb.layer = "x"
+    assert sb.k == 10 and sb.layer == "" and sb.probe_index is None
+
+
+def test_sankey_and_audit_targets_are_validated(lens):
+    for cls in (W.AttributionSankey, lambda l, target: W.AuditView(l, ["star"], [], "block4", target)):
+        with pytest.raises(ValueError, match=r"target=2.0 is not accepted: expected an int in 0..3"):
+            cls(lens, target=2.0)
+        with pytest.raises(ValueError, match=r"target='dog' is not a class name; accepted: a class index in 0..3"):
+            cls(lens, target="dog")
+        v = cls(lens, target="circle-class")
+        assert v.target == 3
+        with pytest.raises(t.TraitError, match="target=-1 is out of range"):
+            v.target = -1
+    s = W.AttributionSankey(lens, 0)
+    with pytest.raises(t.TraitError, match=r"open_node='nope' is not a node id; accepted: '' \(closed\)"):
+        s.open_node = "nope"
+    with pytest.raises(ValueError, match=r"unknown layer\(s\) \['block5'\]"):
+        W.AttributionSankey(lens, 0, layers=["block4", "block5"])
+    assert W.AttributionSankey(lens, 0, layers="block4").layers == ["block4"]  # one layer, not 6
+
+
+def test_compare_view_arguments_are_validated(lens):
+    with pytest.raises(ValueError, match=r"model B: unknown layer 'x'"):
+        W.CompareView(lens, FakeLens(seed=1), "block4", "x", compare=fake_compare)
+    with pytest.raises(ValueError, match=r"CompareView \(lens_b\) needs a Lens"):
+        W.CompareView(lens, None, compare=fake_compare)
+    with pytest.raises(ValueError, match=r"names='AB' is not accepted: expected two non-empty strings"):
+        W.CompareView(lens, FakeLens(seed=1), names="AB", compare=fake_compare)
+    c = W.CompareView(lens, FakeLens(seed=1), "block4", "block4", concepts=CONCEPTS, compare=fake_compare)
+    with pytest.raises(t.TraitError, match=r"concept='dog' is not accepted; accepted: '' \(none\) or one of"):
+        c.concept = "dog"
+
+
+def test_map_default_colouring_follows_what_the_map_shows(lens):
+    # labels exist: colour by label, with one layer or several
+    assert W.SemanticMap(lens, "block4", concepts=CONCEPTS).color_by == "label"
+    assert W.SemanticMap(lens, concepts=CONCEPTS).color_by == "label"
+    # no labels: several layers -> layer; one layer -> relevance (target) / score (query), never one colour
+    assert W.SemanticMap(lens).color_by == "layer"
+    assert W.SemanticMap(lens, "block4", target=1).color_by == "relevance"
+    assert W.SemanticMap(lens, "block4", query="star").color_by == "score"
+    one = W.SemanticMap(lens, "block4")
+    assert one.color_by == "layer" and "one layer shown" in one.color_note
+    # a vocabulary that no component carries: say so instead of painting everything '(unlabelled)'
+    none = W.SemanticMap(lens, "block4", concepts=["zebra"])
+    lens_none = [c for c in range(12) if lens._label_of("block4", c) == "zebra"]
+    assert not lens_none and none.color_by == "label" and "no component" in none.color_note
+    # a choice the user made is kept when the shown layers change
+    m = W.SemanticMap(lens, concepts=CONCEPTS)
+    msg(m, {"type": "color", "color_by": "layer"})
+    msg(m, {"type": "layers", "layers": ["block4"]})
+    assert m.color_by == "layer"
+    auto = W.SemanticMap(lens)
+    assert auto.color_by == "layer"
+    msg(auto, {"type": "layers", "layers": ["block4"]})
+    assert auto.color_by == "layer" and auto.error == ""
 
 
 # --------------------------------------------------------------------------- map

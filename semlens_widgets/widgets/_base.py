@@ -13,6 +13,7 @@ import inspect
 import io
 import logging
 import math
+import numbers
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -34,6 +35,110 @@ FORMATS = ("png", "raw")
 
 class MessageError(ValueError):
     """A front-end message that is malformed: shown in the widget, never raised into the kernel."""
+
+
+class WidgetValueError(t.TraitError, ValueError):
+    """A bad widget argument or trait value (from Python or from the front end's state sync).
+
+    Both a ``traitlets.TraitError`` (what trait validators raise) and a ``ValueError`` (what the
+    Lens raises for bad arguments), so either ``except`` catches it. The message names the bad
+    value and what is accepted."""
+
+
+def is_int(v: Any) -> bool:
+    """An integer, but not a bool (``True`` is not component 1) and not a float (2.7 is not 2)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def check_int(name: str, v: Any, lo: int | None = None, hi: int | None = None) -> int:
+    """``v`` as an int in [lo, hi] (inclusive), else :class:`WidgetValueError`."""
+    if not is_int(v):
+        raise WidgetValueError(f"{name}={v!r:.80} is not accepted: expected an int"
+                               f"{_range_text(lo, hi)}")
+    v = int(v)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise WidgetValueError(f"{name}={v} is out of range: expected an int{_range_text(lo, hi)}")
+    return v
+
+
+def _range_text(lo, hi) -> str:
+    if lo is not None and hi is not None:
+        return f" in {lo}..{hi}" if hi >= lo else " (there is none to choose)"
+    if lo is not None:
+        return f" >= {lo}"
+    if hi is not None:
+        return f" <= {hi}"
+    return ""
+
+
+def check_choice(name: str, v: Any, choices) -> Any:
+    if v not in list(choices):
+        raise WidgetValueError(f"{name}={v!r:.80} is not accepted; accepted: {list(choices)}")
+    return v
+
+
+def check_layer(layer: Any, layers: list[str], *, allow_none: bool = False) -> Any:
+    """One known layer name (or None where that means "all layers")."""
+    if layer is None and allow_none:
+        return None
+    if not isinstance(layer, str) or layer not in layers:
+        raise WidgetValueError(f"unknown layer {layer!r:.80}; accepted: {list(layers)}"
+                               f"{' or None (all layers)' if allow_none else ''}")
+    return layer
+
+
+def check_concepts(name: str, v: Any, *, allow_empty: bool = True) -> list[str]:
+    """A list of distinct, non-blank concept names; a single str is ONE concept (as in
+    ``Lens.audit``), never split into its characters."""
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, (list, tuple)):
+        raise WidgetValueError(f"{name}={v!r:.80} is not accepted: expected a list of concept names (str)")
+    if len(v) > MAX_LIST:
+        raise WidgetValueError(f"{name} has {len(v)} concepts; at most {MAX_LIST} are accepted")
+    out: list[str] = []
+    for c in v:
+        if not isinstance(c, str) or not c.strip() or len(c) > MAX_STR:
+            raise WidgetValueError(f"{name} contains {c!r:.80}: expected non-empty strings of at most "
+                                   f"{MAX_STR} characters")
+        if c in out:
+            raise WidgetValueError(f"{name} contains {c!r:.80} twice; concepts must be distinct")
+        out.append(c)
+    if not out and not allow_empty:
+        raise WidgetValueError(f"{name} is empty: expected at least one concept name")
+    return out
+
+
+def check_layers(layers: Any, all_layers: list[str]) -> list[str]:
+    """A non-empty list of known layer names; one str is one layer (never split into characters)."""
+    if isinstance(layers, str):
+        layers = [layers]
+    if not isinstance(layers, (list, tuple)) or not layers:
+        raise WidgetValueError(f"layers={layers!r:.80} is not accepted: expected a non-empty list of "
+                               f"layer names from {all_layers}")
+    bad = [l for l in layers if l not in all_layers]
+    if bad:
+        raise WidgetValueError(f"unknown layer(s) {bad!r:.80}; known layers: {all_layers}")
+    return list(layers)
+
+
+def check_lens(lens: Any, widget: str) -> None:
+    """A clear error before anything else when a widget is given something that is not a Lens."""
+    if lens is None or not all(hasattr(lens, a) for a in ("layers", "num_components")):
+        raise WidgetValueError(f"{widget} needs a Lens (slw.Lens(model, dataset, fm, layers=...)), "
+                               f"got {lens!r:.80}")
+
+
+def check_target(lens: Any, target: Any, name: str = "target") -> int:
+    """A class index, or a class name of ``lens.class_names`` -> its index."""
+    names = [str(c) for c in (getattr(lens, "class_names", None) or [])]
+    n = len(names) or int(getattr(lens, "num_classes", None) or 0)
+    if isinstance(target, str) and names:
+        if target not in names:
+            raise WidgetValueError(f"{name}={target!r:.80} is not a class name; accepted: a class index "
+                                   f"in 0..{n - 1} or one of {names[:20]}")
+        return names.index(target)
+    return check_int(name, target, 0, n - 1 if n else None)
 
 
 # ---------------------------------------------------------------------------- validation helpers
@@ -176,10 +281,31 @@ class LensWidget(anywidget.AnyWidget):
     _handlers: ClassVar[dict[str, str]] = {"select": "_msg_select", "thumbs": "_msg_thumbs"}
 
     def __init__(self, lens=None, **kwargs):
+        check_lens(lens, type(self).__name__)
         self.lens = lens
         self.bytes_sent = 0  # custom-message bytes (JSON + buffers), for the benchmarks
         super().__init__(**kwargs)
         self.on_msg(self._on_custom_msg)
+
+    @t.validate("selection")
+    def _valid_selection(self, proposal):
+        """``{}`` or ``{"layer": one of lens.layers, "component": int in range}``."""
+        sel = proposal["value"]
+        if not sel:
+            return {}
+        layers = list(self.lens.layers)
+        accepted = (f"accepted: {{}} or {{'layer': one of {layers}, 'component': an int in "
+                    f"0..num_components(layer) - 1}}")
+        if set(sel) != {"layer", "component"}:
+            raise WidgetValueError(f"selection={sel!r:.120} is not accepted; {accepted}")
+        layer, comp = sel["layer"], sel["component"]
+        if layer not in layers:
+            raise WidgetValueError(f"selection={sel!r:.120}: unknown layer {layer!r:.60}; {accepted}")
+        n = int(self.lens.num_components(layer))
+        if not is_int(comp) or not 0 <= comp < n:
+            raise WidgetValueError(f"selection={sel!r:.120}: component {comp!r:.40} is not an int in "
+                                   f"0..{n - 1} (layer {layer!r})")
+        return {"layer": str(layer), "component": int(comp)}
 
     # -- lens access: only reading results, never computing them here
     def _lens_for(self, content: dict):

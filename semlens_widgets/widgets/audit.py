@@ -5,8 +5,8 @@ import numpy as np
 import traitlets as t
 
 from ..results import AUDIT_CATEGORIES
-from ._base import (STATIC, LensWidget, MessageError, class_options, clean, f32, finite, get_int,
-                    get_str_list, i32)
+from ._base import (STATIC, LensWidget, MessageError, check_concepts, check_layer, check_lens, check_target,
+                    class_options, clean, f32, finite, get_int, get_str_list, i32)
 
 __all__ = ["AuditView"]
 
@@ -14,8 +14,10 @@ __all__ = ["AuditView"]
 class AuditView(LensWidget):
     """Audit a layer against valid and spurious concepts for a class (DESIGN eq. 7).
 
-    ``AuditView(lens, valid, spurious, layer, target)``. Editing the concept lists in the view
-    sends ``set_concepts``; the kernel recomputes ``lens.audit`` and the arrays below.
+    ``AuditView(lens, valid, spurious, layer, target)``; ``valid`` / ``spurious`` are lists of
+    concept names (a single str is one concept, as in ``Lens.audit``), ``target`` a class index or
+    name. Editing the concept lists in the view sends ``set_concepts``; the kernel recomputes
+    ``lens.audit`` and the arrays below.
 
     Traits
     ------
@@ -51,20 +53,33 @@ class AuditView(LensWidget):
     _handlers = {**LensWidget._handlers, "set_concepts": "_msg_set_concepts", "target": "_msg_target"}
     _thumb_kinds = ("crops", "full", "samples")
 
-    def __init__(self, lens, valid=(), spurious=(), layer: str | None = None, target: int = 0, **kwargs):
+    def __init__(self, lens, valid=(), spurious=(), layer: str | None = None, target: int | str = 0, **kwargs):
+        check_lens(lens, "AuditView")
         layers = list(lens.layers)
         layer = layers[-1] if layer is None else layer
-        if layer not in layers:
-            raise ValueError(f"unknown layer {layer!r}; known layers: {layers}")
-        targets = class_options(lens)
-        if targets and not 0 <= int(target) < len(targets):
-            raise ValueError(f"target={target} is not a class index in 0..{len(targets) - 1}")
+        check_layer(layer, layers)
+        # a single str is ONE concept, as in Lens.audit ("red" audits "red", not 'r', 'e', 'd')
+        valid, spurious = check_concepts("valid", valid), check_concepts("spurious", spurious)
+        target = check_target(lens, target)
         self.result = None
-        super().__init__(lens, valid=list(valid), spurious=list(spurious), layer=layer, target=int(target),
-                         targets=targets, **kwargs)
+        super().__init__(lens, valid=valid, spurious=spurious, layer=layer, target=target,
+                         targets=class_options(lens), **kwargs)
         self._quiet = False
         self._guard(self._update)
         self.observe(lambda _c: self._quiet or self._guard(self._update), names=["valid", "spurious", "target", "layer"])
+
+    # -- trait validation (from Python and from the front end alike)
+    @t.validate("valid", "spurious")
+    def _valid_concepts(self, proposal):
+        return check_concepts(proposal["trait"].name, proposal["value"])
+
+    @t.validate("target")
+    def _valid_target(self, proposal):
+        return check_target(self.lens, proposal["value"])
+
+    @t.validate("layer")
+    def _valid_layer(self, proposal):
+        return check_layer(proposal["value"], list(self.lens.layers))
 
     def _update(self) -> None:
         if not self.valid and not self.spurious:

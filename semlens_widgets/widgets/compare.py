@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import traitlets as t
 
-from ._base import STATIC, LensWidget, MessageError, finite, get_str
+from ._base import STATIC, LensWidget, MessageError, WidgetValueError, check_layer, check_lens, finite, get_str
 from .gallery import label_table
 
 __all__ = ["CompareView"]
@@ -50,11 +50,19 @@ class CompareView(LensWidget):
 
     def __init__(self, lens_a, lens_b, layer_a: str | None = None, layer_b: str | None = None,
                  concepts=None, names=("A", "B"), compare=None, **kwargs):
+        check_lens(lens_a, "CompareView (lens_a)")
+        check_lens(lens_b, "CompareView (lens_b)")
         layer_a = lens_a.layers[-1] if layer_a is None else layer_a
         layer_b = lens_b.layers[-1] if layer_b is None else layer_b
         for lens, layer, side in ((lens_a, layer_a, "A"), (lens_b, layer_b, "B")):
-            if layer not in lens.layers:
-                raise ValueError(f"unknown layer {layer!r} of model {side}; known layers: {list(lens.layers)}")
+            try:
+                check_layer(layer, list(lens.layers))
+            except WidgetValueError as err:
+                raise WidgetValueError(f"model {side}: {err}") from None
+        if (isinstance(names, str) or not isinstance(names, (list, tuple)) or len(names) != 2
+                or not all(isinstance(n, str) and n.strip() for n in names)):
+            raise WidgetValueError(f"names={names!r:.80} is not accepted: expected two non-empty strings, "
+                                   "e.g. ('clean', 'poisoned')")
         self.lens_b = lens_b
         self._concepts = list(concepts or [])
         self._cache_a: dict = {}
@@ -70,6 +78,14 @@ class CompareView(LensWidget):
                          **kwargs)
         if not self._concepts:
             self._concepts = [c["concept"] for c in self.counts]
+
+    @t.validate("concept")
+    def _valid_concept(self, proposal):
+        v = proposal["value"]
+        known = getattr(self, "_concepts", [])
+        if v and v not in known:
+            raise WidgetValueError(f"concept={v!r:.80} is not accepted; accepted: '' (none) or one of {known[:20]}")
+        return v
 
     def _side(self, content: dict) -> str:
         return get_str(content, "side", default="a", choices=("a", "b"))

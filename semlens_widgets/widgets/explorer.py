@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipywidgets
 import traitlets as t
 
-from ._base import STATIC, LensWidget, class_options, vocabulary
+from ._base import STATIC, LensWidget, check_layer, check_lens, check_target, class_options, vocabulary
 from .audit import AuditView
 from .gallery import ConceptGallery, label_table
 from .map import SemanticMap
@@ -58,16 +58,17 @@ class Explorer(ipywidgets.VBox):
 
     def __init__(self, lens, layer: str | None = None, concepts=None, target: int | None = None,
                  valid=(), spurious=(), k: int = 10, **kwargs):
+        check_lens(lens, "Explorer")
         layers = list(lens.layers)
-        layer = layers[-1] if layer is None else layer
-        if layer not in layers:
-            raise ValueError(f"unknown layer {layer!r}; known layers: {layers}")
+        layer = check_layer(layers[-1] if layer is None else layer, layers)
         concepts = vocabulary(lens, concepts)
         has_classes = bool(class_options(lens))
         if target is None and has_classes:
             target = 0
+        elif target is not None:
+            target = check_target(lens, target)
         self.header = ExplorerHeader(lens, concepts=concepts)
-        self.search = SearchBox(lens, k=k)
+        self.search = SearchBox(lens, k=k, concepts=concepts)
         self.map = SemanticMap(lens, layer, concepts=concepts, target=target, valid=valid, spurious=spurious)
         self.gallery = ConceptGallery(lens, layer, 0, concepts=concepts)
         self.sankey = AttributionSankey(lens, target, concepts=concepts or None) if has_classes else None

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import traitlets as t
 
-from ._base import STATIC, LensWidget, clean, finite, get_int, get_str, vocabulary
+from ._base import (MAX_THUMBS, STATIC, THUMB_SIZES, LensWidget, WidgetValueError, check_int, check_layer,
+                    check_lens, clean, finite, get_int, get_str, vocabulary)
 
 __all__ = ["ConceptGallery", "component_info"]
 
@@ -82,15 +83,39 @@ class ConceptGallery(LensWidget):
 
     _handlers = {**LensWidget._handlers, "goto": "_msg_goto", "mode": "_msg_mode"}
 
+    # -- trait validation (from Python and from the front end alike)
+    @t.validate("layer")
+    def _valid_layer(self, proposal):
+        layer = check_layer(proposal["value"], list(self.lens.layers))
+        n = int(self.lens.num_components(layer))
+        if not self._cross_validation_lock and not 0 <= self.component < n:
+            raise WidgetValueError(f"layer={layer!r}: the shown component {self.component} is out of range "
+                                   f"for it (0..{n - 1}); set both with gallery.show(layer, k)")
+        return layer
+
+    @t.validate("component")
+    def _valid_component(self, proposal):
+        n = int(self.lens.num_components(self.layer)) if self.layer in self.lens.layers else None
+        return check_int("component", proposal["value"], 0, None if n is None else n - 1)
+
+    @t.validate("page_size")
+    def _valid_page_size(self, proposal):
+        return check_int("page_size", proposal["value"], 1, MAX_THUMBS)
+
+    @t.validate("thumb_size")
+    def _valid_thumb_size(self, proposal):
+        return check_int("thumb_size", proposal["value"], *THUMB_SIZES)
+
     def __init__(self, lens, layer: str | None = None, k: int = 0, concepts: list[str] | None = None,
                  page_size: int = 30, thumb_size: int = 96, **kwargs):
+        check_lens(lens, "ConceptGallery")
         layers = list(lens.layers)
         layer = layers[-1] if layer is None else layer
-        if layer not in layers:
-            raise ValueError(f"unknown layer {layer!r}; known layers: {layers}")
+        check_layer(layer, layers)
         n = int(lens.num_components(layer))
-        if not 0 <= int(k) < n:
-            raise ValueError(f"component k={k} is out of range for layer {layer!r} (0..{n - 1})")
+        k = check_int("k", k, 0, n - 1)  # 2.7 is refused, not shown as component 2
+        check_int("page_size", page_size, 1, MAX_THUMBS)
+        check_int("thumb_size", thumb_size, *THUMB_SIZES)
         self._cache: dict = {}
         super().__init__(lens, layers=layers, layer=layer, component=int(k), num_components=n,
                          page_size=int(page_size), thumb_size=int(thumb_size),
@@ -104,25 +129,26 @@ class ConceptGallery(LensWidget):
     def _on_selection(self, change) -> None:
         sel = change["new"] or {}
         layer, comp = sel.get("layer"), sel.get("component")
-        if layer in self.layers and isinstance(comp, int) and (layer, comp) != (self.layer, self.component):
-            self._guard(lambda: self.show(layer, comp))
+        if layer in self.layers and (layer, comp) != (self.layer, self.component):
+            self._guard(lambda: self.show(layer, comp))  # the selection trait validated both
 
     def show(self, layer: str, component: int) -> None:
         """Show another component (also what the linked selection calls)."""
-        n = int(self.lens.num_components(layer))
-        component = max(0, min(int(component), n - 1))
+        layer = check_layer(layer, list(self.lens.layers))
+        component = check_int("component", component, 0, int(self.lens.num_components(layer)) - 1)
         if (layer, component) == (self.layer, self.component):
             return
         self._quiet = True
         try:
-            self.num_components = n
-            self.layer = layer
-            self.component = component
+            with self.hold_trait_notifications():  # validated together: the range depends on the layer
+                self.layer = layer
+                self.component = component
         finally:
             self._quiet = False
         self._update()
 
     def _update(self) -> None:
+        self.num_components = int(self.lens.num_components(self.layer))
         self.info = component_info(self.lens, self.layer, self.component, self.concepts, self._cache)
         self.select(self.layer, self.component)
         self.error = ""

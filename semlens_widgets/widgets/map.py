@@ -6,7 +6,8 @@ import pandas as pd
 import traitlets as t
 
 from ..results import AUDIT_CATEGORIES
-from ._base import STATIC, LensWidget, MessageError, f32, get_str, get_str_list, i32, vocabulary
+from ._base import (MAX_STR, STATIC, LensWidget, MessageError, WidgetValueError, check_choice, check_concepts,
+                    check_layers, check_lens, check_target, f32, get_str, get_str_list, i32, vocabulary)
 from .gallery import label_table
 
 __all__ = ["SemanticMap", "COLOR_MODES"]
@@ -20,7 +21,13 @@ class SemanticMap(LensWidget):
     """The semantic map of a lens: one point per component at ``lens.map(layer)``.
 
     ``SemanticMap(lens, layer=None, concepts=None, target=None, query="", valid=(), spurious=())``
-    where ``layer`` is a layer name, a list of layers, or None (all layers, coloured by layer).
+    where ``layer`` is a layer name, a list of layers, or None (all layers). ``color_by=None``
+    chooses from what the map shows: ``label`` when a component carries a concept of the
+    vocabulary, else ``layer`` when several layers are shown, else ``relevance`` (with a target)
+    or ``score`` (with a query). The view fits the bulk of the points (outliers beyond Tukey's far
+    fences stay reachable with "fit all"), gives every shown label its own colour (beyond the
+    palette the smallest groups share a neutral "other") and writes each label where its points
+    cluster.
 
     Arrays travel as binary buffers (float32 / int32 / uint16 bytes), never as JSON lists:
 
@@ -72,32 +79,78 @@ class SemanticMap(LensWidget):
     _handlers = {**LensWidget._handlers, "color": "_msg_color", "layers": "_msg_layers",
                  "select_many": "_msg_select_many"}
 
-    def __init__(self, lens, layer: str | list[str] | None = None, concepts=None, target: int | None = None,
+    def __init__(self, lens, layer: str | list[str] | None = None, concepts=None, target: int | str | None = None,
                  query: str = "", valid=(), spurious=(), color_by: str | None = None,
                  size_by: str = "none", **kwargs):
+        check_lens(lens, "SemanticMap")
         all_layers = list(lens.layers)
-        layers = all_layers if layer is None else [layer] if isinstance(layer, str) else list(layer)
-        bad = [l for l in layers if l not in all_layers]
-        if bad or not layers:
-            raise ValueError(f"unknown layer(s) {bad or layers!r}; known layers: {all_layers}")
-        if color_by is None:
-            color_by = "label" if concepts and len(layers) == 1 else "layer"
-        if color_by not in COLOR_MODES:
-            raise ValueError(f"color_by={color_by!r}; accepted: {COLOR_MODES}")
-        if size_by not in SIZE_MODES:
-            raise ValueError(f"size_by={size_by!r}; accepted: {SIZE_MODES}")
+        layers = all_layers if layer is None else [layer] if isinstance(layer, str) else layer
+        check_layers(layers, all_layers)
+        if color_by is not None:
+            check_choice("color_by", color_by, COLOR_MODES)
+        check_choice("size_by", size_by, SIZE_MODES)
+        if target is not None:
+            target = check_target(lens, target)
         self._cache: dict = {}
         self._frame: pd.DataFrame | None = None
         self.selected = pd.DataFrame({"layer": [], "component": []})
+        self._auto_color = color_by is None
         super().__init__(lens, all_layers=all_layers, concepts=vocabulary(lens, concepts), target=target,
-                         query=query, valid=list(valid), spurious=list(spurious),
-                         color_by=color_by, size_by=size_by, **kwargs)
+                         query=query, valid=check_concepts("valid", valid), spurious=check_concepts("spurious", spurious),
+                         color_by=color_by or "layer", size_by=size_by, **kwargs)
         self._quiet = False
-        self.layers = layers
+        self.layers = list(layers)
         self._guard(self._load_points)
         self.observe(lambda _c: self._quiet or self._guard(self._load_points), names=["layers"])
+        self.observe(self._on_color_by, names=["color_by"])
         self.observe(lambda _c: self._quiet or self._guard(self._recolor),
                      names=["color_by", "size_by", "query", "target", "concepts", "valid", "spurious"])
+
+    def _on_color_by(self, _change) -> None:
+        if not self._quiet:
+            self._auto_color = False  # the user chose: keep it when the layers change
+
+    # -- trait validation (from Python and from the front end alike)
+    @t.validate("layers")
+    def _valid_layers(self, proposal):
+        return check_layers(proposal["value"], list(self.lens.layers))
+
+    @t.validate("color_by")
+    def _valid_color_by(self, proposal):
+        return check_choice("color_by", proposal["value"], COLOR_MODES)
+
+    @t.validate("size_by")
+    def _valid_size_by(self, proposal):
+        return check_choice("size_by", proposal["value"], SIZE_MODES)
+
+    @t.validate("target")
+    def _valid_target(self, proposal):
+        v = proposal["value"]
+        return None if v is None else check_target(self.lens, v)
+
+    @t.validate("query")
+    def _valid_query(self, proposal):
+        q = proposal["value"]
+        if len(q) > MAX_STR:
+            raise WidgetValueError(f"query is {len(q)} characters long; at most {MAX_STR} are accepted")
+        return q
+
+    @t.validate("concepts", "valid", "spurious")
+    def _valid_concept_lists(self, proposal):
+        return check_concepts(proposal["trait"].name, proposal["value"])
+
+    def _default_color(self) -> str:
+        """What the map shows best: labels when any component carries one, else the layers when
+        several are shown, else relevance (a target) or search scores (a query)."""
+        if len(self.label_names) > 1:
+            return "label"
+        if len(self.layers) > 1:
+            return "layer"
+        if self.target is not None:
+            return "relevance"
+        if self.query.strip():
+            return "score"
+        return "label" if self.concepts else "layer"
 
     # -- data
     def _load_points(self) -> None:
@@ -124,6 +177,12 @@ class SemanticMap(LensWidget):
             self.components = i32(df["component"].to_numpy())
             self.label_codes = labels.tobytes()
             self.label_names = names
+        if self._auto_color:
+            self._quiet = True
+            try:
+                self.color_by = self._default_color()
+            finally:
+                self._quiet = False
         self._recolor()
 
     def _per_layer(self, fn) -> np.ndarray:
@@ -144,12 +203,17 @@ class SemanticMap(LensWidget):
             return
         mode, note = self.color_by, ""
         values, codes, names = b"", b"", []
-        if mode == "layer":
+        if mode == "layer" and len(self.layers) > 1:
             codes, names = self.layer_codes, list(self.layers)
         elif mode == "label":
             codes, names = self.label_codes, list(self.label_names)
             if not self.concepts:
                 note = "no concept vocabulary given: pass concepts=[...] to colour by label"
+            elif len(names) == 1:
+                note = "no component of these layers carries a concept of the vocabulary"
+        elif mode == "layer" and len(self.layers) == 1:
+            codes, names = self.layer_codes, list(self.layers)
+            note = "one layer shown: colour by label, score or relevance to tell components apart"
         elif mode == "score":
             if self.query.strip():
                 def scores(l):
@@ -192,6 +256,8 @@ class SemanticMap(LensWidget):
 
     # -- messages
     def _msg_color(self, content: dict, buffers) -> dict:
+        if "color_by" in content:
+            self._auto_color = False
         self._quiet = True
         try:
             if "color_by" in content:

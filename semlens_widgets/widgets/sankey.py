@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import traitlets as t
 
-from ._base import STATIC, LensWidget, MessageError, class_options, clean, finite, get_int, get_str, vocabulary
+from ._base import (STATIC, LensWidget, MessageError, WidgetValueError, check_concepts, check_layers, check_lens,
+                    check_target, class_options, clean, finite, get_int, get_str, vocabulary)
 
 __all__ = ["AttributionSankey"]
 
@@ -38,19 +39,37 @@ class AttributionSankey(LensWidget):
 
     _handlers = {**LensWidget._handlers, "target": "_msg_target", "open_node": "_msg_open_node"}
 
-    def __init__(self, lens, target: int = 0, layers=None, concepts=None, **kwargs):
+    def __init__(self, lens, target: int | str = 0, layers=None, concepts=None, **kwargs):
+        check_lens(lens, "AttributionSankey")
         all_layers = list(lens.layers)
-        layers = all_layers if layers is None else list(layers)
-        bad = [l for l in layers if l not in all_layers]
-        if bad:
-            raise ValueError(f"unknown layer(s) {bad}; known layers: {all_layers}")
-        targets = class_options(lens)
-        if targets and not 0 <= int(target) < len(targets):
-            raise ValueError(f"target={target} is not a class index in 0..{len(targets) - 1}")
-        super().__init__(lens, target=int(target), targets=targets, layers=layers,
+        layers = check_layers(all_layers if layers is None else layers, all_layers)
+        target = check_target(lens, target)
+        super().__init__(lens, target=target, targets=class_options(lens), layers=layers,
                          concepts=vocabulary(lens, concepts), **kwargs)
         self._guard(self._update)
         self.observe(lambda _c: self._guard(self._update), names=["target", "concepts", "layers"])
+
+    # -- trait validation (from Python and from the front end alike)
+    @t.validate("layers")
+    def _valid_layers(self, proposal):
+        return check_layers(proposal["value"], list(self.lens.layers))
+
+    @t.validate("target")
+    def _valid_target(self, proposal):
+        return check_target(self.lens, proposal["value"])
+
+    @t.validate("concepts")
+    def _valid_concepts(self, proposal):
+        return check_concepts("concepts", proposal["value"])
+
+    @t.validate("open_node")
+    def _valid_open_node(self, proposal):
+        v = proposal["value"]
+        ids = [n["id"] for n in self.nodes]
+        if v and v not in ids:
+            raise WidgetValueError(f"open_node={v!r:.80} is not a node id; accepted: '' (closed) or one of "
+                                   f"{ids[:12]}{' ...' if len(ids) > 12 else ''}")
+        return v
 
     def _update(self) -> None:
         g = self.lens.attribution_graph(self.target, self.layers, self.concepts or None)

@@ -4,17 +4,24 @@ from __future__ import annotations
 import torch
 import traitlets as t
 
-from ._base import STATIC, LensWidget, MessageError, clean, finite, get_int, get_str
+from ._base import (MAX_STR, STATIC, LensWidget, MessageError, WidgetValueError, check_int, check_layer,
+                    check_lens, clean, finite, get_int, get_str, vocabulary)
 
 __all__ = ["SearchBox"]
+
+MAX_K = 200           # most hits per search
+MAX_THUMBS_ROW = 12   # most thumbnails per result row
+N_SUGGEST = 12        # label groups offered before anything is typed
 
 
 class SearchBox(LensWidget):
     """Search the components of a lens by text or by an example image (DESIGN eq. 4).
 
-    ``SearchBox(lens, layer=None, k=10)``. Typing in the box sends a ``search`` message; the
-    kernel runs ``lens.search`` and fills ``results``; each result row lazily asks for its
-    concept-example thumbnails.
+    ``SearchBox(lens, layer=None, k=10, query="", n_thumbs=6, concepts=None)``. Typing in the box
+    sends a ``search`` message; the kernel runs ``lens.search`` and fills ``results``; each result
+    row lazily asks for its concept-example thumbnails. Hits whose score is <= 0 (no better than
+    the empty prompt, paper eq. 4) are listed apart, under a separator. Before anything is typed
+    the view offers the largest label groups of ``concepts`` (default: the lens' vocabulary).
 
     Traits
     ------
@@ -26,6 +33,7 @@ class SearchBox(LensWidget):
     n_thumbs: int         thumbnails per result row
     num_samples: int      dataset size (bounds of the image probe)
     results: list[dict]   ``rank, layer, component, score, label`` per hit
+    suggestions: list[dict]  ``concept, components``: the largest label groups (clickable)
     busy: bool
 
     Messages: ``{"type": "search", "query", "layer"?, "k"?}``,
@@ -43,23 +51,62 @@ class SearchBox(LensWidget):
     results = t.List(t.Dict()).tag(sync=True)
     busy = t.Bool(False).tag(sync=True)
 
+    suggestions = t.List(t.Dict()).tag(sync=True)
+
     _handlers = {**LensWidget._handlers, "search": "_msg_search", "search_image": "_msg_search_image"}
 
+    # -- trait validation (from Python and from the front end alike)
+    @t.validate("k")
+    def _valid_k(self, proposal):
+        return check_int("k", proposal["value"], 1, MAX_K)
+
+    @t.validate("n_thumbs")
+    def _valid_n_thumbs(self, proposal):
+        return check_int("n_thumbs", proposal["value"], 0, MAX_THUMBS_ROW)
+
+    @t.validate("layer")
+    def _valid_layer(self, proposal):
+        v = proposal["value"]
+        return v if v == "" else check_layer(v, list(self.layers))
+
+    @t.validate("query")
+    def _valid_query(self, proposal):
+        q = proposal["value"]
+        if len(q) > MAX_STR:
+            raise WidgetValueError(f"query is {len(q)} characters long; at most {MAX_STR} are accepted")
+        return q
+
+    @t.validate("probe_index")
+    def _valid_probe(self, proposal):
+        v = proposal["value"]
+        if v is None:
+            return None
+        if self.num_samples <= 0:
+            raise WidgetValueError(f"probe_index={v!r}: this lens' dataset has no length, image probes "
+                                   "are not available (accepted: None)")
+        return check_int("probe_index", v, 0, self.num_samples - 1)
+
     def __init__(self, lens, layer: str | None = None, k: int = 10, query: str = "", n_thumbs: int = 6,
-                 **kwargs):
+                 concepts=None, **kwargs):
+        check_lens(lens, "SearchBox")
         layers = list(lens.layers)
-        if layer is not None and layer not in layers:
-            raise ValueError(f"unknown layer {layer!r}; known layers: {layers} (or None for all)")
-        if not 1 <= int(k) <= 200:
-            raise ValueError(f"k must be in 1..200, got {k}")
+        if layer is not None:
+            check_layer(layer, layers, allow_none=True)
+        check_int("k", k, 1, MAX_K)
+        check_int("n_thumbs", n_thumbs, 0, MAX_THUMBS_ROW)
+        if not isinstance(query, str):
+            raise WidgetValueError(f"query={query!r:.80} is not accepted: expected a str")
         try:
             num_samples = len(lens.dataset)
         except Exception:  # noqa: BLE001 - an iterable dataset without len: no image probe
             num_samples = 0
         super().__init__(lens, layers=layers, layer=layer or "", k=int(k), n_thumbs=int(n_thumbs),
                          num_samples=num_samples, **kwargs)
+        self._concepts = vocabulary(lens, concepts)
+        self._guard(self._suggest)
         self._quiet = False  # True while a message sets several traits: one search at the end
         self.observe(self._on_change, names=["query", "layer", "k", "probe_index"])
+        self.observe(lambda _c: self._guard(self._suggest), names=["layer"])
         if query:
             self.query = query
 
@@ -101,6 +148,20 @@ class SearchBox(LensWidget):
             self._quiet = False
         self._run()
         return {"n": len(self.results)}
+
+    def _suggest(self) -> None:
+        """The largest label groups of the vocabulary (``lens.label(...).groups`` summed over the
+        searched layers): shown as clickable concepts before anything is typed."""
+        if not self._concepts:
+            self.suggestions = []
+            return
+        counts: dict[str, int] = {}
+        for layer in ([self.layer] if self.layer else self.layers):
+            for concept, comps in self.lens.label(list(self._concepts), layer).groups.items():
+                if comps:
+                    counts[str(concept)] = counts.get(str(concept), 0) + len(comps)
+        top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:N_SUGGEST]
+        self.suggestions = [{"concept": c, "components": n} for c, n in top]
 
     # -- the search itself (a Lens call)
     def _run(self) -> None:
