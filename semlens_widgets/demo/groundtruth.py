@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from semlens_widgets.kernels.faithfulness import roc_auc
+
 from .world import CONCEPTS, VOCABULARY
 
 __all__ = ["auc_matrix", "GroundTruth", "CLEAR_AUC"]
@@ -22,51 +24,9 @@ __all__ = ["auc_matrix", "GroundTruth", "CLEAR_AUC"]
 CLEAR_AUC = 0.9
 
 
-def _rank_average(x: np.ndarray) -> np.ndarray:
-    """Ranks (1-based) along axis 0 of ``x [N, C]`` with ties given their average rank."""
-    n, c = x.shape
-    order = np.argsort(x, axis=0, kind="mergesort")
-    xs = np.take_along_axis(x, order, axis=0)
-    ranks = np.empty_like(x, dtype=np.float64)
-    pos = np.arange(1, n + 1, dtype=np.float64)
-    for j in range(c):
-        v = xs[:, j]
-        # start of each run of equal values
-        starts = np.r_[0, np.flatnonzero(v[1:] != v[:-1]) + 1]
-        ends = np.r_[starts[1:], n]
-        avg = (pos[starts] + pos[ends - 1]) / 2.0
-        r = np.repeat(avg, ends - starts)
-        ranks[order[:, j], j] = r
-    return ranks
-
-
-def auc_matrix(scores: torch.Tensor | np.ndarray, positives: torch.Tensor | np.ndarray) -> np.ndarray:
-    """AUC of every score column against every binary label column (Mann-Whitney U).
-
-    scores:    [N, C] (or [N]) real values, e.g. pooled activations of C components.
-    positives: [N, K] (or [N]) booleans, e.g. concept presence.
-    Returns float64 [C, K]; NaN where a label column is all True or all False.
-    """
-    s = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
-    p = np.asarray(positives.detach().cpu() if isinstance(positives, torch.Tensor) else positives).astype(bool)
-    if s.ndim == 1:
-        s = s[:, None]
-    if p.ndim == 1:
-        p = p[:, None]
-    if s.ndim != 2 or p.ndim != 2 or s.shape[0] != p.shape[0]:
-        raise ValueError(
-            f"scores [N, C] and positives [N, K] must share N; got shapes {s.shape} and {p.shape}"
-        )
-    if not np.isfinite(s).all():
-        raise ValueError("scores contain NaN or infinite values")
-    ranks = _rank_average(s)  # [N, C]
-    n_pos = p.sum(0).astype(np.float64)  # [K]
-    n_neg = p.shape[0] - n_pos
-    rank_sum = ranks.T @ p.astype(np.float64)  # [C, K]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        auc = (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
-    auc[:, (n_pos == 0) | (n_neg == 0)] = np.nan
-    return auc
+#: AUC of every score column against every label column (Mann-Whitney U, ties 1/2): one
+#: implementation, the label-faithfulness kernel's.
+auc_matrix = roc_auc
 
 
 def _pool(out: torch.Tensor, pooling: str) -> torch.Tensor:
