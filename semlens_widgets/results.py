@@ -161,3 +161,45 @@ class Comparison:
     unique_b: list[str]
     counts: pd.DataFrame
     matches: pd.DataFrame
+
+
+@dataclass
+class Description:
+    """Output of the open-vocabulary description loop (LINE, Zaigrajew et al. 2025):
+    ``semlens_widgets.kernels.describe.describe_component`` and ``lens.describe``.
+
+    history:      DataFrame, one row per proposed concept in the order tried:
+                  ``round, concept, score, auc, note``. ``auc`` is the AUC of the component's
+                  pooled activation on ``n_images`` generated images of the concept against the
+                  control images (ties 1/2); ``score`` is CoSy's mean activation difference
+                  ``(mean a(x+) - mean a(x-)) / std a(x-)``; both NaN when the generator could not
+                  render the concept, ``note`` then says why.
+    best:         the best concept: the fewest content words among the concepts whose AUC is
+                  within the loop's ``parsimony`` of the highest (then highest AUC, then score).
+    auc:          its AUC in the loop (selected among many, so optimistic: re-measure it on
+                  fresh images, e.g. with ``lens.faithfulness``, for an unbiased value).
+    candidates:   ``best``, then the other top concepts by AUC (at most ``top`` in all).
+    polysemantic: whether two *distinct* concepts both score high (see ``senses``).
+    senses:       the high-scoring concepts that are mutually distinct, simplest first: a concept
+                  is high when its AUC >= the loop's ``high_auc``; two concepts are distinct when
+                  they share no content word (articles, prepositions and generic nouns such as
+                  "object" or "background" ignored, plural "s" stripped) and, when a text encoder
+                  is given, the cosine of their text embeddings is below ``max_similarity``.
+    layer, component: the component described (None when the kernel ran without a Lens).
+    seed, n_images: how the images were generated (``generator(concept, n_images, seed)``
+                  redraws any concept's images exactly).
+    """
+
+    history: pd.DataFrame
+    best: str
+    auc: float
+    candidates: list[str]
+    polysemantic: bool
+    senses: list[str] = field(default_factory=list)
+    layer: str | None = None
+    component: int | None = None
+    seed: int = 0
+    n_images: int = 16
+
+
+__all__.append("Description")

@@ -104,6 +104,15 @@ class DemoWorld:
     valid_concepts: dict[str, list[str]] = field(default_factory=dict)
 
     @property
+    def generator(self):
+        """The world's text-to-image generator ``(concept, n, seed) -> [n, 3, 64, 64]`` in
+        [0, 1] (:func:`~semlens_widgets.demo.world.generator`), for ``lens.describe`` and
+        ``lens.faithfulness``."""
+        from .world import generator
+
+        return generator
+
+    @property
     def shortcut_target(self) -> int:
         """Class index of the shortcut class."""
         return self.class_names.index(self.shortcut_class)

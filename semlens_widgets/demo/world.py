@@ -23,6 +23,11 @@ Caption grammar (what :func:`caption` writes and :func:`parse_caption` reads)::
     background := "on a plain background" | "on grass" | "against the sky" | "on sand" | "on water"
     artefacts  := "a watermark", "a ruler", "a band-aid", "a red tint" joined like objects
 
+The renderer is also the world's text-to-image *generator* for open-vocabulary descriptions:
+:func:`generator` ``(concept, n, seed) -> FloatTensor [n, 3, 64, 64]`` draws ``n`` images of a
+concept phrase (a caption, or a looser phrase such as ``"red star"``, ``"striped"``,
+``"star with a watermark"``, see :func:`concept_spec`), every unsaid attribute drawn from the seed.
+
 The parser also accepts a few synonyms (``big``, ``tiny``, ``stripy``, ``spotted``, ``checked``,
 ``solid``, ``medium``, ``on the sand``...). When a caption leaves the colour or the background
 open, :func:`render` draws it from the seed; texture and size default to solid and medium.
@@ -57,6 +62,10 @@ __all__ = [
     "caption",
     "parse_caption",
     "scene_concepts",
+    "UnrenderableConcept",
+    "concept_spec",
+    "generator",
+    "CATEGORY_ROLES",
 ]
 
 IMAGE_SIZE = 64
@@ -87,6 +96,15 @@ VOCABULARY: dict[str, str] = {
 }
 #: the concepts in a fixed order (columns of concept matrices).
 CONCEPTS: tuple[str, ...] = tuple(VOCABULARY)
+#: how each category goes into a concept phrase (the roles of the offline description proposer,
+#: ``semlens_widgets.kernels.describe.OfflineProposer``): "red striped star on sand with a watermark".
+CATEGORY_ROLES: dict[str, str] = {
+    "shape": "head",
+    "colour": "modifier",
+    "texture": "modifier",
+    "background": "scene",
+    "artefact": "attachment",
+}
 
 _BG_PHRASE = {
     "plain": "on a plain background",
@@ -756,3 +774,145 @@ def render(caption_or_scene: str | Scene, seed: int = 0) -> Rendered:
         spec = parse_caption(caption_or_scene)
         return render_scene(scene_from_spec(spec, np.random.default_rng(seed)))
     raise TypeError(f"render expects a caption string or a Scene, got {type(caption_or_scene).__name__}")
+
+
+# --------------------------------------------------------------------------- text-to-image generator
+
+
+class UnrenderableConcept(ValueError):
+    """A concept phrase the demo world cannot draw (a word outside its vocabulary, or a
+    contradiction such as two colours for one object). A ``ValueError``: the description loop
+    records such a proposal as unusable, with this message as the reason, and goes on."""
+
+
+#: words a concept phrase may contain that name nothing (articles, prepositions, generic nouns).
+_FILLER = frozenset(
+    "a an the one some of with on in against over showing containing having object objects shape shapes "
+    "thing things scene image picture photo background".split()
+)
+_MULTIWORD = (("red tint", "red-tint"), ("band-aid", "band-aid"), ("plain background", "plain"))
+
+
+def concept_spec(text: str) -> CaptionSpec:
+    """Parse a concept phrase into a :class:`CaptionSpec` whose unsaid parts are None.
+
+    Reads every caption of the grammar (:func:`parse_caption`) and looser phrases, taking
+    the vocabulary words in any order: shapes, colours, textures, sizes
+    (``"red striped star"``, ``"striped"``, ``"a red object"``), a background anywhere
+    (``"sand"``, ``"star on sand"``), artefacts with or without ``with``
+    (``"watermark"``, ``"star with a watermark"``, ``"red tint"``), up to 3 objects joined by
+    ``and``. Colour/texture/size words attach to the next shape; trailing ones to the last
+    object (or to one object of unsaid shape when the phrase names no shape). Filler words
+    (articles, prepositions, ``object``, ``background``, ``image``...) are ignored.
+
+    Raises :class:`UnrenderableConcept` (a ValueError) naming the first word it cannot draw,
+    or the contradiction (two colours for one object, two backgrounds, > 3 objects).
+    Returns a CaptionSpec whose ObjectSpec.shape may be None (unsaid shape).
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise UnrenderableConcept(f"expected a non-empty concept phrase, got {text!r}")
+    t = text.strip().lower().rstrip(".").strip()
+    for k, v in _SYNONYMS.items():
+        t = re.sub(rf"\b{re.escape(k)}\b", v, t)
+    for phrase, token in _MULTIWORD:
+        t = re.sub(rf"\b{re.escape(phrase)}\b", token, t)
+    tokens = [w for w in re.split(r"[\s,;]+", t) if w]
+    objects: list[dict] = []
+    current: dict = {}
+    background: str | None = None
+    artefacts: list[str] = []
+
+    def add_attr(obj: dict, key: str, value: str) -> None:
+        if key in obj and obj[key] != value:
+            raise UnrenderableConcept(
+                f"cannot render {text!r}: one object with two {key}s ({obj[key]!r} and {value!r})"
+            )
+        obj[key] = value
+
+    for w in tokens:
+        name = "red tint" if w == "red-tint" else w
+        if name in _FILLER or name == "and":
+            continue
+        if name in SHAPES:
+            if "shape" in current:
+                raise UnrenderableConcept(f"cannot render {text!r}: one object with two shapes")
+            current["shape"] = name
+            objects.append(current)
+            current = {}
+        elif name in COLOURS:
+            add_attr(current, "colour", name)
+        elif name in TEXTURES:
+            add_attr(current, "texture", name)
+        elif name in SIZES:
+            add_attr(current, "size", name)
+        elif name in BACKGROUNDS:
+            if background is not None and background != name:
+                raise UnrenderableConcept(f"cannot render {text!r}: two backgrounds ({background!r} and {name!r})")
+            background = name
+        elif name in ARTEFACTS:
+            if name not in artefacts:
+                artefacts.append(name)
+        else:
+            raise UnrenderableConcept(
+                f"cannot render {text!r}: unknown word {w!r}; the demo world draws shapes {list(SHAPES)}, "
+                f"colours {list(COLOURS)}, textures {list(TEXTURES)}, sizes {list(SIZES)}, backgrounds "
+                f"{list(BACKGROUNDS)} and artefacts {list(ARTEFACTS)}"
+            )
+    if current:  # attributes after the last shape (or a phrase without a shape)
+        if objects:
+            last = objects[-1]
+            for key, value in current.items():
+                add_attr(last, key, value)
+        else:
+            objects.append(current)
+    if not objects:
+        objects.append({})  # only a background and/or artefacts: one object of unsaid kind
+    if len(objects) > 3:
+        raise UnrenderableConcept(f"cannot render {text!r}: a scene has 1 to 3 objects, got {len(objects)}")
+    return CaptionSpec(
+        objects=tuple(ObjectSpec(**o) if "shape" in o else ObjectSpec(shape=None, **o) for o in objects),
+        background=background,
+        artefacts=tuple(artefacts),
+    )
+
+
+def _fill_spec(spec: CaptionSpec, rng: np.random.Generator) -> CaptionSpec:
+    """Draw every unsaid object attribute as :func:`sample_scene` does: shape, colour and
+    texture uniform, the main object medium or large and the others small."""
+    objs = []
+    for i, o in enumerate(spec.objects):
+        shape = o.shape or SHAPES[int(rng.integers(len(SHAPES)))]
+        colour = o.colour or list(COLOURS)[int(rng.integers(len(COLOURS)))]
+        texture = o.texture or TEXTURES[int(rng.integers(len(TEXTURES)))]
+        size = o.size or (("medium", "large")[int(rng.integers(2))] if i == 0 else "small")
+        objs.append(ObjectSpec(shape=shape, colour=colour, texture=texture, size=size))
+    return replace(spec, objects=tuple(objs))
+
+
+def generator(concept: str, n: int, seed: int = 0) -> torch.Tensor:
+    """The demo world as a text-to-image generator: ``n`` images of ``concept``.
+
+    concept: a concept phrase (see :func:`concept_spec`): a caption, ``"red star"``,
+             ``"striped"``, ``"sand"``, ``"star with a watermark"``...
+    n:       number of images (>= 1).
+    seed:    images are deterministic per ``(concept, n, seed)``; image i depends only on
+             ``(seed, i)`` and the phrase, so ``generator(c, 8, s)`` is the first 8 of
+             ``generator(c, 32, s)`` and two phrases with one seed share their random layouts.
+    Every attribute the phrase leaves open is drawn from the seed as the world samples it
+    (shape, colour, texture; main object medium or large, background uniform); nothing that is
+    not asked for is added (no extra objects, no artefacts).
+
+    Returns FloatTensor [n, 3, 64, 64] in [0, 1]. Raises :class:`UnrenderableConcept` (a
+    ValueError) before rendering anything when the phrase cannot be drawn.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be an int >= 1 (number of images), got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    spec = concept_spec(concept)
+    out = np.empty((int(n), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    for i in range(int(n)):
+        rng = np.random.default_rng([int(seed), i])
+        img, _, _ = _render_array(scene_from_spec(_fill_spec(spec, rng), rng))
+        out[i] = img.transpose(2, 0, 1)
+    return torch.from_numpy(out)
