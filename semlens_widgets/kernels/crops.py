@@ -2,27 +2,26 @@
 
 Two heatmap sources, both batched over n (image, component) pairs in one forward/backward:
 
-- :func:`crp_heatmaps`: Concept Relevance Propagation (zennit-crp ``CondAttribution``) with
-  the relevance started *locally* at the layer (``start_layer=layer``): the initial relevance
-  is the layer's activation masked to component k of each image (condition
-  ``{layer: [k]}``) -- for max pooling only at the neuron where the component peaks (its
-  receptive field, zennit-crp's ``rf=True`` reference images) -- propagated to the input with
-  the LRP composite; the heatmap is the input relevance summed over colour channels
-  (``attr.heatmap``).
+- :func:`crp_heatmaps`: Concept Relevance Propagation with the relevance started *locally* at
+  the layer (zennit-crp's ``CondAttribution(start_layer=layer)``, condition ``{layer: [k]}``):
+  the initial relevance is the layer's activation masked to component k of each image -- for
+  max pooling only at the neuron where the component peaks (its receptive field, zennit-crp's
+  ``rf=True`` reference images) -- propagated to the input with the LRP composite
+  (:mod:`.lrp`); the forward pass stops at the layer; the heatmap is the input relevance summed
+  over colour channels.
 - :func:`activation_heatmaps`: the component's own spatial activation map, bilinearly
   upsampled to the input size (models without LRP rules, e.g. ViTs).
 
-:func:`boxes_from_heatmaps` keeps the pixels whose *positive* heatmap value is at least
-``rel_threshold`` (1 %) of the image's maximum and returns their bounding box; negative
-relevance (evidence against the component) never enlarges a box. :func:`crop_resize` cuts
-and resizes all boxes at once with ``torchvision.ops.roi_align``.
+:func:`boxes_from_heatmaps` turns heatmaps into boxes by one of :data:`CROP_RULES`: the
+paper's (positive heatmap >= 1 % of the maximum) or zennit-crp's (Gaussian smoothing, >= 10 %
+of the smoothed maximum). :func:`crop_resize` cuts and resizes all boxes at once with
+``torchvision.ops.roi_align``.
 
 Layer names follow :mod:`semlens_widgets.kernels.collect` (``"name"``, ``"name@i"`` for the
 i-th call of a reused module, ``"name[j]"`` for element j of a tuple output).
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -31,13 +30,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hooks import POOLINGS, LayerCapture
-from .lrp import lrp_context, make_composite
+from .lrp import component_start, resolve_composite, start_relevance
 
 __all__ = [
     "crp_heatmaps",
     "activation_heatmaps",
     "boxes_from_heatmaps",
     "crop_resize",
+    "CROP_RULES",
+    "box_area",
+    "zennit_crp_kernel_size",
     "component_maps",
     "MAX_PREFIX_TOKENS",
 ]
@@ -87,78 +89,11 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _component_onehot(act: torch.Tensor, components: torch.Tensor) -> torch.Tensor:
-    """Mask of ``act`` keeping component ``components[i]`` of image i.
-
-    act: [n, C, *spatial] (channels at dim 1), [n, T, D] (tokens: components are D), [n, C].
-    Returns a float mask of act's shape.
-    """
-    comps = components.to(act.device)
-    if act.dim() == 3:  # tokens [n, T, D]
-        onehot = F.one_hot(comps, act.shape[2]).to(act.dtype)  # [n, D]
-        return onehot[:, None, :].expand_as(act)
-    onehot = F.one_hot(comps, act.shape[1]).to(act.dtype)  # [n, C]
-    return onehot.view(*onehot.shape, *([1] * (act.dim() - 2))).expand_as(act)
-
-
-def _peak_onehot(start: torch.Tensor, components: torch.Tensor) -> torch.Tensor:
-    """Mask of ``start`` keeping only the single position where component ``components[i]``
-    of image i peaks (the neuron that max pooling selected the image with).
-
-    start: [n, C, *spatial] or [n, T, D] (tokens); [n, C] has no positions (plain one-hot).
-    """
-    if start.dim() == 2:
-        return _component_onehot(start, components)
-    n = start.shape[0]
-    rows = torch.arange(n, device=start.device)
-    comps = components.to(start.device)
-    if start.dim() == 3:  # tokens [n, T, D]: the peak token of feature k
-        peak = start[rows, :, comps].argmax(dim=1)  # [n]
-        mask = torch.zeros_like(start)
-        mask[rows, peak, comps] = 1
-        return mask
-    maps = start[rows, comps].flatten(1)  # [n, h*w]
-    peak = maps.argmax(dim=1)
-    mask = torch.zeros_like(start)
-    mask[rows, comps] = F.one_hot(peak, maps.shape[1]).to(start.dtype).view(n, *start.shape[2:])
-    return mask
-
-
 def _num_components(act: torch.Tensor) -> int:
     return int(act.shape[2] if act.dim() == 3 else act.shape[1])
 
 
 # ----------------------------------------------------------------------------- CRP
-
-
-@functools.lru_cache(maxsize=None)
-def _crp_attribution_class():
-    from crp.attribution import CondAttribution
-
-    class _LayerSpecCondAttribution(CondAttribution):
-        """CondAttribution that records layers named ``"name@i"`` / ``"name[j]"`` (the i-th
-        call of a reused module / element j of a tuple output) through :class:`LayerCapture`;
-        plain names behave exactly as in zennit-crp."""
-
-        capture: LayerCapture | None = None
-
-        def _append_recording_layer_hooks(self, record_l_names, start_layer, cond_l_names):
-            names = list(dict.fromkeys([*record_l_names, *cond_l_names, *([start_layer] if start_layer else [])]))
-            layer_out: dict[str, torch.Tensor] = {}
-            capture = LayerCapture(self.model, names, outputs=layer_out, retain_grad=True)
-            capture.__enter__()
-            self.capture = capture
-            return [_CaptureHandle(capture)], layer_out
-
-    return _LayerSpecCondAttribution
-
-
-class _CaptureHandle:
-    def __init__(self, capture: LayerCapture):
-        self.capture = capture
-
-    def remove(self) -> None:
-        self.capture.__exit__(None, None, None)
 
 
 def component_mask(batch_id: int, concept_ids: list[int], layer_name: str | None = None):
@@ -191,13 +126,15 @@ def crp_heatmaps(
 ) -> torch.Tensor:
     """CRP heatmaps of component ``components[i]`` of ``layer`` on image i (DESIGN eq. 1 crop).
 
-    Relevance starts locally at ``layer`` (``CondAttribution(..., start_layer=layer)``): the
-    initial relevance of image i is the positive part of the layer's activation (``|a|`` for
-    the abs poolings), masked to component ``components[i]`` (condition ``{layer: [k]}``), and
-    is propagated to the input with the LRP rules of ``composite``. Starting from the positive
-    part explains what made the component fire (what put the image into its top-m); on
-    post-ReLU layers it is the activation itself, on pre-activation layers the negative
-    surround would otherwise swamp the heatmap.
+    Relevance starts locally at ``layer`` (zennit-crp ``CondAttribution(...,
+    start_layer=layer)`` with condition ``{layer: [k]}``): the initial relevance of image i is
+    the positive part of the layer's activation (``|a|`` for the abs poolings) masked to
+    component ``components[i]`` (:func:`~semlens_widgets.kernels.lrp.component_start`), and is
+    propagated to the input with the LRP rules of ``composite``. The forward pass stops at
+    ``layer`` (:func:`~semlens_widgets.kernels.lrp.start_relevance`): a local start needs
+    nothing above it. Starting from the positive part explains what made the component fire
+    (what put the image into its top-m); on post-ReLU layers it is the activation itself, on
+    pre-activation layers the negative surround would otherwise swamp the heatmap.
 
     ``peak`` (default: True for the ``max``/``absmax`` poolings, False for the mean poolings)
     keeps only the single neuron where the component's map peaks: that neuron's value is what
@@ -205,10 +142,12 @@ def crp_heatmaps(
     crop shows the part of the image that made the component fire rather than everything
     the channel responds to anywhere in the image (zennit-crp's ``rf=True`` reference images,
     which the SemanticLens reference implementation crops). Mean pooling ranks by the whole
-    map, so there the whole map starts the relevance. With
-    :func:`~semlens_widgets.kernels.lrp.make_composite`'s default (``zero_bias=True``),
-    ``heatmap[i].sum()`` equals the summed initial relevance (conservation), up to the
-    epsilon stabiliser.
+    map, so there the whole map starts the relevance.
+
+    Conservation: with the default composite (:func:`~semlens_widgets.kernels.lrp.resolve_composite`)
+    ``heatmap[i].sum()`` equals the summed initial relevance up to the epsilon stabilisers
+    (measured per layer by :func:`~semlens_widgets.kernels.lrp.conservation`); a user composite
+    may lose relevance (stock z+ at bias-only units).
 
     Args:
         model: the network (its eval/train mode and ``requires_grad`` flags are restored).
@@ -216,7 +155,8 @@ def crp_heatmaps(
         layer: a layer name (``"name"``, ``"name@i"``, ``"name[j]"``).
         components: LongTensor ``[n]``, the component of each image (channel for conv maps,
             feature for token maps ``[n, T, D]``, unit for linear outputs).
-        composite: a zennit composite; None builds ``make_composite(model)``.
+        composite: a zennit composite; None builds ``resolve_composite(model)`` (traced on
+            ``images``).
         pooling: the pooling the examples were selected with (see above).
         peak: start from the peak neuron only (see above); None picks by ``pooling``.
 
@@ -237,34 +177,14 @@ def crp_heatmaps(
     elif not isinstance(peak, bool):
         raise ValueError(f"peak must be True, False or None, got {peak!r}")
     if composite is None:
-        composite = make_composite(model)
-    device = _model_device(model)
-    attribution_cls = _crp_attribution_class()
+        composite = resolve_composite(model, example_input=images[:2])
 
-    def init_rel(activation: torch.Tensor) -> torch.Tensor:
-        # called by crp after the forward pass, before the backward pass
-        attribution.capture.check()
+    def init(activation: torch.Tensor) -> torch.Tensor:
         _check_range(components, _num_components(activation), layer)
-        start = activation.abs() if pooling.startswith("abs") else activation.clamp(min=0)
-        return start * (_peak_onehot(start, components) if peak else _component_onehot(activation, components))
+        return component_start(activation, components, absolute=pooling.startswith("abs"), peak=peak)
 
-    conditions = [{layer: [k]} for k in components.tolist()]
-    with lrp_context(model), torch.inference_mode(False), torch.enable_grad():
-        attribution = attribution_cls(model, device=device, no_param_grad=True)
-        data = images.detach().clone().to(device=device, dtype=torch.float32).requires_grad_(True)
-        try:
-            result = attribution(
-                data,
-                conditions,
-                composite,
-                start_layer=layer,
-                init_rel=init_rel,
-                mask_map=component_mask,
-            )
-        finally:
-            if attribution.capture is not None:
-                attribution.capture.__exit__(None, None, None)
-    return result.heatmap.detach().float().cpu()
+    heat, _ = start_relevance(model, images, layer, init, composite)
+    return heat.sum(1).float().cpu()
 
 
 # ----------------------------------------------------------------------------- activation maps
@@ -360,31 +280,10 @@ def activation_heatmaps(
 # ----------------------------------------------------------------------------- boxes and crops
 
 
-def boxes_from_heatmaps(heatmaps: torch.Tensor, rel_threshold: float = 0.01) -> torch.Tensor:
-    """Bounding boxes of the pixels with heatmap >= ``rel_threshold`` x max (DESIGN eq. 1 crop).
-
-    Only the positive part counts: pixel (y, x) of image i is kept when
-    ``heatmaps[i, y, x] > 0`` and ``heatmaps[i, y, x] >= rel_threshold * heatmaps[i].max()``.
-    An image without positive values (all-zero or all-negative heatmap) gets the full box.
-    Vectorised over n.
-
-    Args:
-        heatmaps: ``[n, H, W]`` float.
-        rel_threshold: in ``[0, 1]``; the paper's 1 % is 0.01.
-
-    Returns:
-        LongTensor ``[n, 4]`` ``(x0, y0, x1, y1)`` with x1, y1 exclusive (``image[:, y0:y1,
-        x0:x1]`` is the crop), on ``heatmaps``' device.
-    """
-    if not isinstance(heatmaps, torch.Tensor) or heatmaps.dim() != 3:
-        shape = tuple(heatmaps.shape) if isinstance(heatmaps, torch.Tensor) else type(heatmaps).__name__
-        raise ValueError(f"heatmaps must be a Tensor [n, H, W], got {shape}")
-    if isinstance(rel_threshold, bool) or not isinstance(rel_threshold, (int, float)) or not 0.0 <= rel_threshold <= 1.0:
-        raise ValueError(f"rel_threshold must be a number in [0, 1], got {rel_threshold!r}")
-    n, height, width = heatmaps.shape
-    pos = heatmaps.float().clamp(min=0)
-    peak = pos.flatten(1).amax(dim=1) if n else pos.new_zeros(0)  # [n]
-    keep = (pos > 0) & (pos >= rel_threshold * peak[:, None, None])  # [n, H, W]
+def _box_of(keep: torch.Tensor) -> torch.Tensor:
+    """Bounding box ``[n, 4]`` (x0, y0, x1, y1; x1, y1 exclusive) of the True pixels of
+    ``keep [n, H, W]``; an image without True pixels gets the full box. Vectorised over n."""
+    n, height, width = keep.shape
     rows = keep.any(dim=2)  # [n, H]
     cols = keep.any(dim=1)  # [n, W]
     # first / last True via argmax on int (argmax returns the first maximum)
@@ -393,9 +292,89 @@ def boxes_from_heatmaps(heatmaps: torch.Tensor, rel_threshold: float = 0.01) -> 
     x0 = cols.int().argmax(dim=1)
     x1 = width - cols.flip(1).int().argmax(dim=1)
     boxes = torch.stack([x0, y0, x1, y1], dim=1).long()
-    full = torch.tensor([0, 0, width, height], dtype=torch.long, device=heatmaps.device)
-    empty = ~(peak > 0)
+    full = torch.tensor([0, 0, width, height], dtype=torch.long, device=keep.device)
+    empty = ~rows.any(dim=1)
     return torch.where(empty[:, None], full.expand(n, 4), boxes)
+
+
+#: crop rules of :func:`boxes_from_heatmaps` -> their default relative threshold
+CROP_RULES = {"threshold": 0.01, "zennit_crp": 0.1}
+
+
+def zennit_crp_kernel_size(height: int, width: int) -> int:
+    """zennit-crp's Gaussian kernel (19 px, made for 224 px images) scaled to the image: the odd
+    integer nearest ``19 * min(H, W) / 224``, at least 3."""
+    k = int(round(19 * min(height, width) / 224))
+    k = max(3, k)
+    return k if k % 2 == 1 else k + 1
+
+
+def boxes_from_heatmaps(
+    heatmaps: torch.Tensor,
+    rel_threshold: float | None = None,
+    *,
+    crop_rule: str = "threshold",
+    kernel_size: int | None = None,
+) -> torch.Tensor:
+    """Crop boxes from heatmaps (DESIGN eq. 1 crop), by one of two rules.
+
+    - ``crop_rule="threshold"`` (the paper's rule): pixel (y, x) of image i is kept when
+      ``heatmaps[i, y, x] > 0`` and ``>= rel_threshold * heatmaps[i].max()`` (default 1 %).
+      Only the positive part counts: negative relevance (evidence against the component) never
+      enlarges a box.
+    - ``crop_rule="zennit_crp"`` (zennit-crp's reference images, ``crp.image.vis_opaque_img``
+      with ``rf=True``): the heatmap is smoothed with a Gaussian (``kernel_size``, default
+      :func:`zennit_crp_kernel_size`: 19 px at 224 px, torchvision's default sigma), divided
+      by its maximum, and the pixels above ``rel_threshold`` (default 10 %) are kept. One
+      difference: zennit-crp's slice drops the last row and column of its box; here the box
+      includes them.
+
+    The box is the bounding box of the kept pixels; an image with none (all-zero or
+    all-negative heatmap) gets the full box.
+
+    Args:
+        heatmaps: ``[n, H, W]`` float.
+        rel_threshold: in ``[0, 1]``; None: the rule's default (:data:`CROP_RULES`).
+        crop_rule: ``"threshold"`` or ``"zennit_crp"``.
+        kernel_size: odd Gaussian kernel side for ``"zennit_crp"``.
+
+    Returns:
+        LongTensor ``[n, 4]`` ``(x0, y0, x1, y1)`` with x1, y1 exclusive (``image[:, y0:y1,
+        x0:x1]`` is the crop), on ``heatmaps``' device.
+    """
+    if not isinstance(heatmaps, torch.Tensor) or heatmaps.dim() != 3:
+        shape = tuple(heatmaps.shape) if isinstance(heatmaps, torch.Tensor) else type(heatmaps).__name__
+        raise ValueError(f"heatmaps must be a Tensor [n, H, W], got {shape}")
+    if crop_rule not in CROP_RULES:
+        raise ValueError(f"unknown crop_rule {crop_rule!r}; accepted: {list(CROP_RULES)}")
+    if rel_threshold is None:
+        rel_threshold = CROP_RULES[crop_rule]
+    if isinstance(rel_threshold, bool) or not isinstance(rel_threshold, (int, float)) or not 0.0 <= rel_threshold <= 1.0:
+        raise ValueError(f"rel_threshold must be a number in [0, 1], got {rel_threshold!r}")
+    n, height, width = heatmaps.shape
+    heat = heatmaps.float()
+    if crop_rule == "zennit_crp":
+        from torchvision.transforms.functional import gaussian_blur
+
+        if kernel_size is None:
+            kernel_size = zennit_crp_kernel_size(height, width)
+        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be an odd int >= 1, got {kernel_size!r}")
+        if n:
+            heat = gaussian_blur(heat[:, None], kernel_size=[kernel_size, kernel_size])[:, 0]
+        peak = heat.flatten(1).amax(dim=1) if n else heat.new_zeros(0)  # [n]
+        keep = (peak[:, None, None] > 0) & (heat / (peak[:, None, None] + 1e-10) > rel_threshold)
+        return _box_of(keep)
+    pos = heat.clamp(min=0)
+    peak = pos.flatten(1).amax(dim=1) if n else pos.new_zeros(0)  # [n]
+    keep = (pos > 0) & (pos >= rel_threshold * peak[:, None, None])  # [n, H, W]
+    return _box_of(keep)
+
+
+def box_area(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Area of each box ``[n, 4]`` (x0, y0, x1, y1) as a fraction of the image: FloatTensor ``[n]``."""
+    b = boxes.float()
+    return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) / float(height * width)
 
 
 def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:

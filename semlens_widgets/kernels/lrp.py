@@ -1,47 +1,58 @@
-"""LRP rules and canonizers for the CRP crops and relevances (DESIGN eq. 1 crop, eq. 3, eq. 9).
+"""LRP set-up for the CRP crops and relevances (DESIGN eq. 1 crop, eq. 3, eq. 9).
 
-One entry point, :func:`make_composite`, returns a zennit ``Composite`` whose canonizers are
-chosen for the architecture by :func:`canonizers_for`:
+One entry point for callers, :func:`resolve_composite`, turns what the user brings (a zennit
+``Composite`` or a rule name, a list of canonizers, or None for both) into the composite the
+kernels use. The default set-up works on real architectures (torchvision / timm ResNet, VGG,
+EfficientNet, MobileNet, ConvNeXt, efficientnet-pytorch) through one traced mechanism
+(:mod:`.canonize`): BatchNorms merged into the convolution / linear layer whose output they alone
+consume, LRP rules for the functional operations of a forward pass (residual sums, gates, layer
+scales, SiLU / GELU / Hardswish, LayerNorm), and a refusal that names the module and operation
+where neither a zennit rule nor those rules apply (attention: use ``crop="activation"``).
 
-- torchvision ``ResNet`` (or any model containing torchvision ``BasicBlock``/``Bottleneck``):
-  ``zennit.torchvision.ResNetCanonizer`` (merges BatchNorm into the preceding conv and routes
-  the residual addition through a ``Sum`` module so the Norm rule conserves relevance there).
-- torchvision ``VGG``: ``zennit.torchvision.VGGCanonizer``.
-- anything else with BatchNorm layers: ``zennit.canonizers.SequentialMergeBatchNorm`` (merges a
-  BatchNorm into the linear/conv module that directly precedes it in module order).
-- no BatchNorm: no canonizer.
+Rules (the default ``"epsilon_plus_flat"``, the SemanticLens choice): Flat on the first linear
+layer, :class:`ZPlusConserving` on the other convolutions, Epsilon on dense layers, Pass on
+activation modules, Norm on average pooling. Biases take no relevance (``zero_bias=True``, what
+newer zennit spells ``zero_params="bias"``).
 
-Canonizers change the model in place only inside ``composite.context(model)`` (zennit restores
-the parameters and the forward methods on exit). Checked on torch 2.x with zennit 0.4.6: the
-merged model computes the same function, relevance is conserved through ZPlus/Flat/Norm layers,
-and parameters are bit-identical after the context (tests/test_lrp.py). Known zennit 0.4.6
-quirks and how they are handled here:
+Conservation. The z+ rule divides a unit's relevance by its positive pre-activation ``z+``;
+on real networks many units are active only through a bias (43 % of EfficientNet-Lite0's
+depthwise outputs, merged BatchNorm biases), so ``z+ = 0`` and stock z+ drops their relevance:
+the input heatmap then holds a few percent of the start relevance. :class:`ZPlusConserving`
+hands the share ``eps / (z+ + eps)`` of each unit's relevance to its receptive field evenly
+(the Flat rule), so every unit passes on all of its relevance. With it, the remaining losses are
+the epsilon stabilisers and sums of opposite sign; :func:`conservation` measures them per layer.
 
-- ``MergeBatchNorm`` reduces the BatchNorm to ``(x - 0) / sqrt(1 + eps)`` instead of the exact
-  identity (it keeps ``eps``); the function changes by a factor ``1/sqrt(1 + eps)`` (~5e-6 for
-  the default eps) per merged BatchNorm, which is harmless for heatmaps and crops.
-- ``MergeBatchNorm`` merges only in eval mode semantics (running statistics). Callers must run
-  the model in eval mode; :func:`lrp_context` does that and restores the training flag.
-
-:func:`supports_lrp` returns False for models with modules that have no LRP rule here (ViTs:
-attention, LayerNorm, GELU; unknown custom leaf modules); the "activation" crop mode is used
-for them instead.
+Known zennit 0.4.6 quirks: ``MergeBatchNorm`` keeps ``eps`` (the merged model differs by a
+factor ``1/sqrt(1 + eps)`` per BatchNorm, ~5e-6), and merges use running statistics, so the
+model runs in eval mode (:func:`lrp_context`). zennit 1.0.0 (Python >= 3.11.11) brings
+``zero_params`` and the same two torchvision canonizers, nothing for the architectures above.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import copy
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from zennit.core import BasicHook, mod_params
+
+from .canonize import FunctionalRules, TracedMergeBatchNorm, _HANDLED, _SAFE, trace_model
 
 __all__ = [
     "RULES",
+    "ZPlusConserving",
     "make_composite",
+    "resolve_composite",
     "canonizers_for",
     "supports_lrp",
     "unsupported_modules",
     "lrp_context",
+    "component_start",
+    "start_relevance",
+    "conservation",
+    "low_conservation",
 ]
 
 #: composite names accepted by :func:`make_composite` -> zennit composite class name
@@ -52,166 +63,256 @@ RULES = {
     "epsilon_alpha2_beta1": "EpsilonAlpha2Beta1",
 }
 
-# Leaf module types that the composites above handle (a rule, Pass, Norm, or plain gradient
-# that is LRP-correct: max-pooling, dropout in eval, flatten, identity).
-_LRP_LEAVES: tuple[type, ...] = (
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.ConvTranspose1d,
-    nn.ConvTranspose2d,
-    nn.ConvTranspose3d,
-    nn.Linear,
-    nn.BatchNorm1d,
-    nn.BatchNorm2d,
-    nn.BatchNorm3d,
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-    nn.Flatten,
-    nn.Dropout,
-    nn.Dropout2d,
-    nn.Dropout1d,
-    nn.Identity,
-)
 
-# Containers whose forward only chains children (so the leaves tell the whole story).
-_PLAIN_CONTAINERS: tuple[type, ...] = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+# ----------------------------------------------------------------------------- rules
 
 
-def _torchvision_types() -> dict[str, tuple[type, ...]]:
-    try:
-        from torchvision.models import VGG, ResNet
-        from torchvision.models.resnet import BasicBlock, Bottleneck
-    except ImportError:  # pragma: no cover - torchvision is a dependency
-        return {"resnet": (), "resnet_blocks": (), "vgg": ()}
-    return {"resnet": (ResNet,), "resnet_blocks": (BasicBlock, Bottleneck), "vgg": (VGG,)}
-
-
-def _has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
-def canonizers_for(model: nn.Module) -> list:
-    """Zennit canonizers for ``model``'s architecture (see the module docstring).
-
-    Returns a list of fresh canonizer instances (possibly empty).
-    """
-    from zennit.canonizers import SequentialMergeBatchNorm
-    from zennit.torchvision import ResNetCanonizer, VGGCanonizer
-
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    tv = _torchvision_types()
-    if isinstance(model, tv["resnet"]) or any(isinstance(m, tv["resnet_blocks"]) for m in model.modules()):
-        return [ResNetCanonizer()]
-    if isinstance(model, tv["vgg"]):
-        return [VGGCanonizer()]
-    if _has_batchnorm(model):
-        return [SequentialMergeBatchNorm()]
-    return []
-
-
-def make_composite(model: nn.Module, rule: str = "epsilon_plus_flat", *, zero_bias: bool = True):
-    """The zennit ``Composite`` for CRP on ``model`` with the canonizers of :func:`canonizers_for`.
-
-    Args:
-        model: the network the composite will be applied to (``composite.context(model)``).
-        rule: one of :data:`RULES` (default ``"epsilon_plus_flat"``: Flat on the first linear
-            layer, ZPlus on convolutions, Epsilon on dense layers; the SemanticLens default).
-        zero_bias: when True (default) the biases take no relevance in any rule (what newer
-            zennit spells ``zero_params="bias"``), so relevance is conserved from the start
-            layer to the input up to the epsilon stabiliser. zennit 0.4.6's stock ZPlus keeps
-            the positive bias in its numerator/denominator, and the biases that merged
-            BatchNorms leave behind then absorb a share of the relevance (8-30 % on small
-            random CNNs in tests/test_lrp.py). False gives the stock 0.4.6 rules.
-
-    Returns:
-        the zennit composite (an instance of the class named in :data:`RULES`); use it with
-        ``composite.context(model)`` or pass it to ``crp.attribution.CondAttribution``.
-
-    Raises:
-        ValueError: unknown ``rule``, or a model without LRP support (see :func:`supports_lrp`).
-    """
-    import zennit.composites as zc
-
-    if rule not in RULES:
-        raise ValueError(f"unknown LRP rule {rule!r}; accepted: {list(RULES)}")
-    bad = unsupported_modules(model)
-    if bad:
-        raise ValueError(
-            f"model {type(model).__name__} has modules without LRP rules: {bad[:5]}"
-            f"{' ...' if len(bad) > 5 else ''}; use crop='activation' (or 'full') for it"
-        )
-    composite = getattr(zc, RULES[rule])(canonizers=canonizers_for(model))
-    if zero_bias:
-        _zero_biases(composite)
-    return composite
-
-
-def _zero_bias_modifier(modifier):
+def _zero_bias(modifier):
     def modified(param: torch.Tensor, name: str) -> torch.Tensor:
         return torch.zeros_like(param) if name == "bias" else modifier(param, name)
 
     return modified
 
 
-def _zero_biases(composite) -> None:
-    """Make every BasicHook rule of ``composite`` treat biases as zero (in place).
+_POS = _zero_bias(lambda p, _: p.clamp(min=0))
+_NEG = _zero_bias(lambda p, _: p.clamp(max=0))
+_ONES = _zero_bias(lambda p, _: torch.ones_like(p))
 
-    zennit's ``BasicHook.copy`` keeps ``param_modifiers``, so the per-module copies that the
-    composite registers inherit the change.
+
+class ZPlusConserving(BasicHook):
+    """The z+ rule with a flat fallback for units without positive contributions.
+
+    For output unit j with relevance ``R_j`` and input i (bias ignored):
+    ``z_ij = x_i+ w_ij+ + x_i- w_ij-``, ``z_j = sum_i z_ij >= 0``,
+    ``R_i = sum_j [ z_ij / (z_j + eps) + eps / (z_j + eps) * 1_ij / n_j ] R_j`` with ``1_ij``
+    the receptive field of j (ones through the layer) and ``n_j`` its size. Where ``z_j >> eps``
+    this is zennit's ``ZPlus``; where ``z_j = 0`` (a unit active only through its bias) the
+    relevance is spread evenly over the receptive field (the Flat rule) instead of being lost.
+    Both shares add up to 1, so the rule conserves relevance exactly. The fallback costs one
+    more pass through the layer and only runs where it matters (a share above 1e-3).
     """
-    from zennit.core import BasicHook
 
+    def __init__(self, stabilizer: float = 1e-6):
+        super().__init__()
+        self.stabilizer = float(stabilizer)
+
+    def copy(self) -> "ZPlusConserving":
+        return ZPlusConserving(self.stabilizer)
+
+    def backward(self, module, grad_input, grad_output):
+        x = self.stored_tensors["input"][0].detach()
+        rel = grad_output[0]
+        if rel is None:  # no relevance reaches this layer
+            return tuple(None for _ in grad_input)
+        paths = [(x.clamp(min=0), _POS)]
+        if bool((x < 0).any()):
+            paths.append((x.clamp(max=0), _NEG))
+        inputs, outputs = [], []
+        for inp, modifier in paths:
+            inp = inp.requires_grad_()
+            with mod_params(module, modifier) as modified, torch.enable_grad():
+                outputs.append(modified.forward(inp))
+            inputs.append(inp)
+        z = outputs[0].detach() if len(outputs) == 1 else (outputs[0] + outputs[1]).detach()
+        den = z + self.stabilizer
+        grads = torch.autograd.grad(outputs, inputs, grad_outputs=[rel / den] * len(outputs))
+        relevance = inputs[0].detach() * grads[0]
+        if len(inputs) > 1:
+            relevance = relevance + inputs[1].detach() * grads[1]
+        share = self.stabilizer / den
+        if bool(((share > 1e-3) & (rel != 0)).any()):
+            ones = torch.ones_like(x).requires_grad_()
+            with mod_params(module, _ONES) as modified, torch.enable_grad():
+                count = modified.forward(ones)
+            (flat,) = torch.autograd.grad(count, ones, grad_outputs=rel * share / count.detach().clamp(min=1e-12))
+            relevance = relevance + flat
+        return tuple(relevance if original.shape == relevance.shape else None for original in grad_input)
+
+
+def _zero_biases(composite) -> None:
+    """Make every BasicHook rule of ``composite`` treat biases as zero (in place)."""
     maps = list(getattr(composite, "layer_map", [])) + list(getattr(composite, "first_map", []))
     for _, hook in maps:
-        if isinstance(hook, BasicHook):
-            hook.param_modifiers = [_zero_bias_modifier(f) for f in hook.param_modifiers]
+        if isinstance(hook, BasicHook) and not isinstance(hook, ZPlusConserving):
+            hook.param_modifiers = [_zero_bias(f) for f in hook.param_modifiers]
 
 
-def unsupported_modules(model: nn.Module) -> list[str]:
-    """Names and types (``"name (Type)"``) of the modules that have no LRP rule here.
+def _conserving_zplus(composite) -> None:
+    """Replace zennit's ``ZPlus`` in ``composite``'s layer map by :class:`ZPlusConserving`."""
+    from zennit.rules import ZPlus
 
-    - A leaf module is supported when it is a conv / linear / batch-norm / ReLU / pooling /
-      flatten / dropout / identity module whose ``forward`` is not overridden.
-    - A module with children is supported when it is a plain container
-      (Sequential/ModuleList/ModuleDict), a torchvision ResNet / VGG or ResNet block (handled by
-      the canonizers), or when ``torch.fx`` shows that its ``forward`` only chains submodules
-      (plus flatten / view / reshape / ReLU). Residual additions, concatenations, means,
-      attention and normalisation in a custom ``forward`` are reported, since plain gradients
-      through them do not follow an LRP rule. The root model is checked like any block.
+    if hasattr(composite, "layer_map"):
+        composite.layer_map = [(t, ZPlusConserving() if isinstance(h, ZPlus) else h) for t, h in composite.layer_map]
 
-    Attention, LayerNorm and GELU (ViTs) are therefore reported.
+
+def canonizers_for(model: nn.Module, example_input: Any = None) -> list:
+    """The default canonizers: ``[TracedMergeBatchNorm, FunctionalRules]`` (:mod:`.canonize`).
+
+    The same for every architecture: the trace finds what to merge. ``example_input`` traces
+    now; None traces on the first forward pass inside the composite context.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    tv = _torchvision_types()
-    allowed_blocks = tv["resnet"] + tv["resnet_blocks"] + tv["vgg"]
+    return [TracedMergeBatchNorm(example_input), FunctionalRules()]
+
+
+def make_composite(
+    model: nn.Module,
+    rule: str = "epsilon_plus_flat",
+    *,
+    zero_bias: bool = True,
+    canonizers: list | None = None,
+    example_input: Any = None,
+    check: bool = True,
+):
+    """The zennit ``Composite`` for CRP on ``model``: rule ``rule`` + canonizers.
+
+    Args:
+        model: the network the composite will be applied to (``composite.context(model)``).
+        rule: one of :data:`RULES` (default ``"epsilon_plus_flat"``: Flat on the first linear
+            layer, z+ on convolutions, Epsilon on dense layers; the SemanticLens default).
+        zero_bias: when True (default) the biases take no relevance and the z+ rule is
+            :class:`ZPlusConserving`, so relevance is conserved from the start layer to the
+            input up to the epsilon stabilisers (see :func:`conservation`). False gives zennit
+            0.4.6's stock rules, whose biases absorb relevance.
+        canonizers: zennit canonizers; None: :func:`canonizers_for`. A user list replaces the
+            BatchNorm merging; :class:`~.canonize.FunctionalRules` is added to it unless present
+            (plain gradients through a residual sum are not LRP).
+        example_input: a model input (a few samples are enough); with ``check`` the model is
+            traced on it and refused if it has operations without LRP rules.
+        check: refuse models with operations without LRP rules (needs ``example_input``; without
+            one the static :func:`unsupported_modules` check runs).
+
+    Returns:
+        the zennit composite (an instance of the class named in :data:`RULES`).
+
+    Raises:
+        ValueError: unknown ``rule``, or a model with operations without LRP rules.
+    """
+    import zennit.composites as zc
+
+    if not isinstance(rule, str) or rule not in RULES:
+        raise ValueError(f"unknown LRP rule {rule!r}; accepted: {list(RULES)}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    composite = getattr(zc, RULES[rule])(canonizers=_with_rules(model, canonizers, example_input))
+    if zero_bias:
+        _conserving_zplus(composite)
+        _zero_biases(composite)
+    if check:
+        _refuse_unsupported(model, example_input, composite)
+    return composite
+
+
+def _with_rules(model: nn.Module, canonizers: list | None, example_input: Any) -> list:
+    if canonizers is None:
+        return canonizers_for(model, example_input)
+    if isinstance(canonizers, (str, bytes)) or not isinstance(canonizers, Sequence):
+        raise TypeError(f"canonizers must be a list of zennit canonizers or None, got {type(canonizers).__name__}")
+    for c in canonizers:
+        if not (hasattr(c, "apply") and hasattr(c, "remove")):
+            raise TypeError(f"canonizers must be zennit canonizers (apply/register/remove), got {c!r}")
+    out = list(canonizers)
+    if not any(isinstance(c, FunctionalRules) for c in out):
+        out.append(FunctionalRules())
+    return out
+
+
+def resolve_composite(model: nn.Module, composite: Any = None, canonizers: list | None = None, *, example_input: Any = None):
+    """The composite the kernels use for ``model``, from what the user brings (Lens ``composite=``,
+    ``canonizers=``).
+
+    Args:
+        model: the network.
+        composite: None (the default rule, ``"epsilon_plus_flat"``), a rule name of
+            :data:`RULES`, or a zennit ``Composite`` (used with its own rules; its canonizers
+            are kept if it has any, else ``canonizers`` / the default ones are attached to a copy).
+        canonizers: a list of zennit canonizers, or None for the default traced set-up
+            (:func:`canonizers_for`).
+        example_input: model input used to trace (BatchNorm pairs, refusal check); a few samples.
+
+    Returns:
+        a zennit Composite.
+
+    Raises:
+        ValueError: a model with operations that no rule covers (names module and operation,
+            and the alternative ``crop="activation"``), or an unknown rule name.
+        TypeError: ``composite`` / ``canonizers`` of the wrong type.
+    """
+    from zennit.core import Composite, RemovableHandleList
+
+    if composite is None or isinstance(composite, str):
+        return make_composite(model, composite or "epsilon_plus_flat", canonizers=canonizers, example_input=example_input)
+    if not isinstance(composite, Composite):
+        raise TypeError(
+            f"composite must be None, a rule name ({list(RULES)}) or a zennit Composite, got {type(composite).__name__}"
+        )
+    out = copy.copy(composite)
+    out.handles = RemovableHandleList()
+    own = list(getattr(composite, "canonizers", None) or [])
+    out.canonizers = _with_rules(model, canonizers if canonizers is not None else (own or None), example_input)
+    _refuse_unsupported(model, example_input, out)
+    return out
+
+
+def _refuse_unsupported(model: nn.Module, example_input: Any, composite) -> None:
+    bad = unsupported_modules(model, example_input, composite=composite)
+    if bad:
+        raise ValueError(
+            f"model {type(model).__name__} has operations without LRP rules: {bad[:5]}"
+            f"{' ...' if len(bad) > 5 else ''}; use crop='activation' (or 'full') for it, or pass a "
+            "composite / canonizers that cover them"
+        )
+
+
+# ----------------------------------------------------------------------------- refusal
+
+
+# Leaf module types that have a rule or whose gradient is LRP-correct (max-pooling, dropout in
+# eval, flatten, identity); used by the static check only.
+_LRP_LEAVES: tuple[type, ...] = (
+    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+    nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.ReLU, nn.ReLU6, nn.LeakyReLU,
+    nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Mish, nn.ELU,
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Flatten, nn.Dropout, nn.Dropout2d,
+    nn.Dropout1d, nn.Identity, nn.ZeroPad2d, nn.ConstantPad2d, nn.LayerNorm, nn.GroupNorm,
+)
+_PLAIN_CONTAINERS: tuple[type, ...] = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def unsupported_modules(model: nn.Module, example_input: Any = None, *, composite=None) -> list[str]:
+    """``"module (Type): operation"`` for each operation of ``model`` that has no LRP rule.
+
+    With ``example_input`` (the precise check): the model runs once and every operation on the
+    relevance path that neither a zennit rule of ``composite`` (default: the default composite)
+    nor :class:`~.canonize.FunctionalRules` covers is reported (attention's matrix products and
+    softmax, custom autograd functions such as memory-efficient Swish).
+
+    Without it (static): leaves must be known module types with their stock ``forward`` (or a
+    ``forward`` that torch.fx shows uses only covered operations), and other modules must be
+    plain containers or have a ``forward`` that torch.fx shows uses only submodules and covered
+    operations; a module that cannot be traced is reported.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if example_input is not None:
+        if composite is None:
+            composite = make_composite(model, check=False)
+        return trace_model(model, example_input, composite).unsupported
     bad = []
     for name, mod in model.named_modules():
         label = name or "<root>"
-        if next(mod.children(), None) is None:
-            if not _leaf_ok(mod):
-                bad.append(f"{label} ({type(mod).__name__})")
-        elif isinstance(mod, _PLAIN_CONTAINERS + allowed_blocks):
-            if type(mod).forward is not next(b for b in _PLAIN_CONTAINERS + allowed_blocks if isinstance(mod, b)).forward:
-                if not _is_plain_chain(mod):
-                    bad.append(f"{label} ({type(mod).__name__}, custom forward)")
-        elif not _is_plain_chain(mod):
-            bad.append(f"{label} ({type(mod).__name__}, custom forward)")
+        if next(mod.children(), None) is None and _leaf_ok(mod):
+            continue
+        if isinstance(mod, _PLAIN_CONTAINERS) and type(mod).forward is next(
+            b for b in _PLAIN_CONTAINERS if isinstance(mod, b)
+        ).forward:
+            continue
+        op = _static_unsupported_op(mod)
+        if op is not None:
+            bad.append(f"{label} ({type(mod).__name__}): {op}")
     return bad
 
 
@@ -222,14 +323,12 @@ def _leaf_ok(mod: nn.Module) -> bool:
     return False
 
 
-_CHAIN_FUNCTIONS = {torch.flatten, torch.relu, torch.nn.functional.relu}
-_CHAIN_METHODS = {"flatten", "view", "reshape", "relu", "contiguous", "size"}
+_STATIC_OK = _SAFE | _HANDLED | {"conv1d", "conv2d", "conv3d", "linear", "getattr", "getitem", "size", "dim"}
 
 
-def _is_plain_chain(module: nn.Module) -> bool:
-    """True if ``module.forward`` only calls submodules (plus reshapes / ReLU), per torch.fx."""
-    import operator
-
+def _static_unsupported_op(module: nn.Module) -> str | None:
+    """The first operation of ``module.forward`` (torch.fx, children as leaves) without a rule,
+    ``"custom forward (not traceable)"`` if it cannot be traced, else None."""
     import torch.fx
 
     class _ShallowTracer(torch.fx.Tracer):
@@ -239,30 +338,27 @@ def _is_plain_chain(module: nn.Module) -> bool:
     try:
         graph = _ShallowTracer().trace(module)
     except Exception:
-        return False
+        return "custom forward (not traceable)"
     for node in graph.nodes:
         if node.op in ("placeholder", "output", "call_module", "get_attr"):
             continue
-        if node.op == "call_function" and (node.target in _CHAIN_FUNCTIONS or node.target is getattr
-                                           or node.target is operator.getitem):
-            continue
-        if node.op == "call_method" and node.target in _CHAIN_METHODS:
-            continue
-        return False
-    return True
+        name = getattr(node.target, "__name__", node.target) if node.op == "call_function" else node.target
+        if str(name) not in _STATIC_OK:
+            return str(name)
+    return None
 
 
-def supports_lrp(model: nn.Module) -> bool:
-    """True if every module of ``model`` has an LRP rule (see :func:`unsupported_modules`).
+def supports_lrp(model: nn.Module, example_input: Any = None) -> bool:
+    """True if every operation of ``model`` has an LRP rule (see :func:`unsupported_modules`).
 
-    False for ViTs and models with unknown operations: use activation crops for them.
+    False for ViTs (attention) and models with unknown operations: use activation crops for them.
     """
-    return not unsupported_modules(model)
+    return not unsupported_modules(model, example_input)
 
 
 @contextlib.contextmanager
 def lrp_context(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and ``requires_grad`` flags restored on exit (CondAttribution clears them)."""
+    """Eval mode and ``requires_grad`` flags restored on exit (attribution clears them)."""
     was_training = model.training
     flags = [p.requires_grad for p in model.parameters()]
     model.eval()
@@ -272,3 +368,215 @@ def lrp_context(model: nn.Module) -> Iterator[nn.Module]:
         for p, flag in zip(model.parameters(), flags):
             p.requires_grad_(flag)
         model.train(was_training)
+
+
+# ----------------------------------------------------------------------------- local starts
+
+
+def _component_onehot(act: torch.Tensor, components: torch.Tensor) -> torch.Tensor:
+    """Mask of ``act`` keeping component ``components[i]`` of image i.
+
+    act: [n, C, *spatial] (channels at dim 1), [n, T, D] (tokens: components are D), [n, C].
+    Returns a float mask of act's shape.
+    """
+    comps = components.to(act.device)
+    if act.dim() == 3:  # tokens [n, T, D]
+        onehot = F.one_hot(comps, act.shape[2]).to(act.dtype)  # [n, D]
+        return onehot[:, None, :].expand_as(act)
+    onehot = F.one_hot(comps, act.shape[1]).to(act.dtype)  # [n, C]
+    return onehot.view(*onehot.shape, *([1] * (act.dim() - 2))).expand_as(act)
+
+
+def _peak_onehot(start: torch.Tensor, components: torch.Tensor) -> torch.Tensor:
+    """Mask of ``start`` keeping only the single position where component ``components[i]``
+    of image i peaks (the neuron that max pooling selected the image with).
+
+    start: [n, C, *spatial] or [n, T, D] (tokens); [n, C] has no positions (plain one-hot).
+    """
+    if start.dim() == 2:
+        return _component_onehot(start, components)
+    n = start.shape[0]
+    rows = torch.arange(n, device=start.device)
+    comps = components.to(start.device)
+    if start.dim() == 3:  # tokens [n, T, D]: the peak token of feature k
+        peak = start[rows, :, comps].argmax(dim=1)  # [n]
+        mask = torch.zeros_like(start)
+        mask[rows, peak, comps] = 1
+        return mask
+    maps = start[rows, comps].flatten(1)  # [n, h*w]
+    peak = maps.argmax(dim=1)
+    mask = torch.zeros_like(start)
+    mask[rows, comps] = F.one_hot(peak, maps.shape[1]).to(start.dtype).view(n, *start.shape[2:])
+    return mask
+
+
+def component_start(activation: torch.Tensor, components: torch.Tensor, *, absolute: bool = False, peak: bool = True) -> torch.Tensor:
+    """Initial relevance of a local CRP start at component ``components[i]`` of image i.
+
+    ``activation``: the layer's output ``[n, C, *spatial]``, ``[n, T, D]`` or ``[n, C]``. The
+    start is the positive part of the activation (``|a|`` with ``absolute``) masked to the
+    component, and with ``peak`` to the single position where it peaks (zennit-crp's ``rf=True``).
+    Returns a tensor of ``activation``'s shape (detached).
+    """
+    a = activation.detach()
+    start = a.abs() if absolute else a.clamp(min=0)
+    return start * (_peak_onehot(start, components) if peak else _component_onehot(a, components))
+
+
+class _Stop(Exception):
+    """Raised by a forward hook once the start layer has run: nothing above it is needed."""
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def start_relevance(
+    model: nn.Module,
+    images: torch.Tensor,
+    layer: str,
+    init: Callable[[torch.Tensor], torch.Tensor],
+    composite,
+    *,
+    record: Sequence[str] = (),
+    check_layer: bool = True,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Local LRP: relevance ``init(activation)`` started at ``layer``, propagated to the input.
+
+    The forward pass stops once ``layer`` has run (a local start needs nothing above it), under
+    ``composite.context(model)``; this is what zennit-crp's ``CondAttribution(start_layer=layer,
+    init_rel=init)`` computes, without the forward pass above the layer.
+
+    Args:
+        model: the network (eval mode and ``requires_grad`` flags restored).
+        images: ``[n, C, H, W]`` float model inputs (moved to the model's device).
+        layer: a layer name (``"name"``, ``"name@i"``, ``"name[j]"``).
+        init: ``activation -> initial relevance`` of the same shape.
+        composite: a zennit composite (e.g. :func:`resolve_composite`).
+        record: module names below ``layer`` whose output relevance is returned.
+        check_layer: first run one sample without stopping, so that a plain name of a module
+            called several times is refused (as in collection) rather than read at its first call.
+
+    Returns:
+        ``(input_relevance [n, C, H, W], {name: relevance at the output [n, ...]})`` on the
+        model's device, detached.
+    """
+    from .hooks import LayerCapture
+
+    device = _model_device(model)
+    data = images.detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
+    names = list(dict.fromkeys([layer, *record]))
+    with lrp_context(model), torch.inference_mode(False), torch.enable_grad():
+        model.requires_grad_(False)
+        if check_layer:
+            with torch.no_grad(), LayerCapture(model, [layer]) as probe:
+                model(data[:1].detach())
+                probe.check()
+        with composite.context(model) as modified, LayerCapture(model, names, retain_grad=True) as cap:
+            spec_module = dict(model.named_modules())[cap.resolved[layer][0].module]
+
+            def stop(module, inputs, output):
+                if layer in cap.outputs:
+                    raise _Stop
+
+            handle = spec_module.register_forward_hook(stop)
+            try:
+                modified(data)
+            except _Stop:
+                pass
+            finally:
+                handle.remove()
+            if layer not in cap.outputs:
+                cap.check()
+                raise RuntimeError(f"layer {layer!r} produced no output in the forward pass")
+            act = cap.outputs[layer]
+            rel0 = init(act.detach())
+            if not act.requires_grad:
+                raise RuntimeError(f"layer {layer!r}: its output does not depend on the input")
+            act.backward(rel0)
+            recorded = {}
+            for name in record:
+                t = cap.outputs.get(name)
+                recorded[name] = (t.grad.detach() if t is not None and t.grad is not None
+                                  else torch.zeros_like(t) if t is not None else None)
+            recorded[layer] = rel0
+    heat = data.grad.detach()
+    return heat, recorded
+
+
+def conservation(
+    model: nn.Module,
+    images: torch.Tensor,
+    layer: str,
+    components: torch.Tensor | None = None,
+    composite=None,
+    *,
+    record: Sequence[str] = (),
+    absolute: bool = False,
+    peak: bool = True,
+):
+    """How much of a local CRP start's relevance arrives at each recorded layer and at the input.
+
+    The start is what the crops use (:func:`component_start`: component ``components[i]`` of
+    image i at ``layer``, default: each image's most active component by its peak). For every
+    recorded module (below ``layer``) and for the input, the ratio ``sum(relevance) /
+    sum(start relevance)`` per image; 1.0 is perfect conservation.
+
+    Args:
+        model, images ``[n, C, H, W]``, layer: as :func:`start_relevance`.
+        components: LongTensor ``[n]`` or None.
+        composite: None: :func:`resolve_composite` (model) with ``images`` as example input.
+        record: module names (e.g. the blocks of the network) in forward order; those above
+            ``layer`` are skipped.
+
+    Returns:
+        pandas DataFrame with one row per recorded layer plus ``"input"``, ordered from the
+        start layer down to the input: ``layer, median, q10, q90, min, n``.
+    """
+    import pandas as pd
+
+    if composite is None:
+        composite = resolve_composite(model, example_input=images[:2])
+    if components is None:
+        from .hooks import LayerCapture
+
+        with torch.no_grad(), lrp_context(model), LayerCapture(model, [layer]) as cap:
+            model(images.to(_model_device(model)))
+            act = cap.outputs[layer]
+        pooled = act.flatten(2).amax(-1) if act.dim() > 2 else act
+        if act.dim() == 3:
+            pooled = act.amax(1)
+        components = pooled.argmax(1).cpu()
+    components = torch.as_tensor(components).long()
+
+    def init(act):
+        return component_start(act, components, absolute=absolute, peak=peak)
+
+    heat, rec = start_relevance(model, images, layer, init, composite, record=list(record))
+    start = rec[layer].flatten(1).sum(1).double().clamp_min(1e-30)
+    rows = []
+    order = [name for name in reversed(list(record)) if rec.get(name) is not None]
+    for name in [*order, "input"]:
+        r = heat if name == "input" else rec[name]
+        ratio = (r.flatten(1).sum(1).double() / start).cpu()
+        rows.append(dict(layer=name, median=float(ratio.median()), q10=float(ratio.quantile(0.1)),
+                         q90=float(ratio.quantile(0.9)), min=float(ratio.min()), n=int(ratio.numel())))
+    return pd.DataFrame(rows, columns=["layer", "median", "q10", "q90", "min", "n"])
+
+
+def low_conservation(table, threshold: float = 0.5) -> list[str]:
+    """Warnings for the layers of a :func:`conservation` table whose median ratio is below
+    ``threshold``: one message naming the first such layer (from the start down) and the input."""
+    msgs = []
+    below = table[table["median"] < threshold]
+    if len(below):
+        first = below.iloc[0]
+        msgs.append(
+            f"LRP relevance is not conserved: at {first['layer']!r} the median sum is "
+            f"{first['median']:.2f} of the start relevance (threshold {threshold}); heatmap crops "
+            "keep their shape, but relevance values (relevance(), audit, attribution graph) lose "
+            "mass from there on. Pass a composite / canonizers that cover this layer."
+        )
+    return msgs
