@@ -19,6 +19,7 @@ _LAZY = {
     "Lens": ("semlens_widgets.lens", "Lens"),
     "compare": ("semlens_widgets.lens_semantics", "compare"),
     "Store": ("semlens_widgets.store", "Store"),
+    "SAE": ("semlens_widgets.sae", "SAE"),
     "SearchBox": ("semlens_widgets.widgets", "SearchBox"),
     "ConceptGallery": ("semlens_widgets.widgets", "ConceptGallery"),
     "SemanticMap": ("semlens_widgets.widgets", "SemanticMap"),
