@@ -83,15 +83,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         lens = Lens(Net(args.components), data, fm, [layer], m=args.m, crop="activation",
                     store=os.path.join(root, "store"), progress=False, batch_size=64)
-        lens._run_collect()
-        lens._run_boxes(layer)
-        idx, boxes = lens._topm[layer].indices, lens._boxes[layer]
+        pipe = lens.pipeline  # the steps, one at a time
+        pipe._collect()
+        pipe._run_boxes(layer)
+        idx, boxes = pipe._topm[layer].indices, pipe._boxes[layer]
         n_crops = idx.numel()
 
         # prepared crops: exactly what the Lens feeds the encoder, made once, outside the timing
         from semlens_widgets.kernels.crops import crop_resize
 
-        side = lens._crop_side
+        side = pipe.crop_side
         prepared = fm.preprocess(crop_resize(lens.images(idx.reshape(-1)), boxes.reshape(-1, 4), side))
         bs = fm.batch_size
 
@@ -107,7 +108,7 @@ def main() -> None:
                     fm.model.encode_image(prepared[i : i + bs])
 
         def lens_step() -> None:
-            lens._run_embed(layer)
+            pipe._embed(layer)
 
         timed(bare)  # warm-up (allocator, kernels)
         t_bare, t_lens = [], []

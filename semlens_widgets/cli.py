@@ -149,7 +149,7 @@ def run_demo(args: argparse.Namespace) -> int:
             evaluation = demo.evaluate(lens, world)
 
     _print()
-    _print("labels (DESIGN eq. 5, the world's vocabulary):")
+    _print("labels (the SemanticLens paper's labelling, with the world's vocabulary):")
     for layer in layers:
         res = labels[layer]
         n = len(res.table)

@@ -1,9 +1,14 @@
-"""A small stand-in for :class:`semlens_widgets.Lens` used by the widget tests and benchmarks.
+"""The one test double of :class:`semlens_widgets.Lens`: a fake of the ``LensLike`` protocol.
 
-Same method names and return types as the real Lens (docs/INTERNALS.md, DESIGN.md), but every
-result is made up deterministically from a seed, so that widget tests run in milliseconds and
-the browser benchmark can build a lens of 10,000 components without running any model.
-Nothing here is analysis: the numbers mean nothing.
+Used by the widget tests, the report tests and the browser benchmark. Same members and return
+types as the real Lens (``semlens_widgets.protocols.LensLike``, checked by tests/test_lens.py),
+but every result is made up deterministically from a seed, so that tests run in milliseconds
+and the browser benchmark can build a lens of 10,000 components without running any model.
+Nothing here is analysis: the numbers mean nothing. Hostile strings (``XSS`` as a concept and a
+class name, ``XSS_CLASS`` as a class name with ``n_classes=5``) exercise the escaping.
+
+Every call of an analysis method is recorded in ``lens.calls`` as a tuple ``(method, ...)``;
+``lens.count(method)`` counts them.
 """
 from __future__ import annotations
 
@@ -23,7 +28,16 @@ from semlens_widgets.results import (
 )
 
 XSS = "<img src=x onerror=alert(1)>"
+XSS_CLASS = "<script>alert('cls')</script>"
 CONCEPTS = ["star", "stripes", "watermark", "circle", "grass", XSS]
+CLASS_NAMES = ["star-class", "stripe-class", XSS, "circle-class", XSS_CLASS]
+
+
+class FakeFM:
+    """The identity of a foundation model (what the report prints)."""
+
+    def __init__(self, name: str = "fake-clip"):
+        self.identity = {"name": name, "pretrained": None, "dim": 8}
 
 
 class FakeLens:
@@ -38,11 +52,12 @@ class FakeLens:
         self.n_samples = n_samples
         self.image_size = image_size
         self.crop_size = crop_size
-        self.class_names = ["star-class", "stripe-class", XSS, "circle-class"][:n_classes] + [
-            f"class {i}" for i in range(4, n_classes)
-        ]
+        self.crop_mode = "crp"
+        self.fm = FakeFM()
+        self.class_names = CLASS_NAMES[:n_classes] + [f"class {i}" for i in range(len(CLASS_NAMES), n_classes)]
         self.num_classes = n_classes
         self.concepts = list(concepts or CONCEPTS)
+        self.vocabulary: list[str] | None = None
         self.sample_labels = torch.arange(n_samples) % n_classes
         self._seed = seed
         self.calls: list[tuple] = []
@@ -54,11 +69,18 @@ class FakeLens:
         self._rel = {l: rng.normal(size=(n_classes, c)).astype(np.float32) for l, c in self._sizes.items()}
         self.dataset = list(range(n_samples))
 
+    def count(self, method: str) -> int:
+        """How many calls of ``method`` were recorded."""
+        return sum(1 for c in self.calls if c[0] == method)
+
     # ------------------------------------------------------------------ basics
     def _check_layer(self, layer: str) -> str:
         if layer not in self._sizes:
             raise ValueError(f"unknown layer {layer!r}; known layers: {self.layers}")
         return layer
+
+    def set_vocabulary(self, concepts) -> None:
+        self.vocabulary = None if concepts is None else list(concepts)
 
     def num_components(self, layer: str) -> int:
         return self._sizes[self._check_layer(layer)]
@@ -71,6 +93,7 @@ class FakeLens:
 
     def images(self, indices) -> torch.Tensor:
         """[n, 3, H, W] float in [0, 1]: a coloured pattern per sample (never blank)."""
+        self.calls.append(("images",))
         idx = torch.as_tensor(indices).long().reshape(-1)
         s = self.image_size
         yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
@@ -91,13 +114,16 @@ class FakeLens:
         b = torch.tensor([s // 8, s // 8, s - s // 4, s - s // 4])
         return b.expand(c, self.m, 4).clone().long()
 
-    def crops(self, layer: str, k: int) -> torch.Tensor:
-        """uint8 [m, 3, S, S]"""
+    def crops(self, layer: str, k: int, size: int | None = None) -> torch.Tensor:
+        """uint8 [m, 3, S, S] with S = size or crop_size."""
         self.calls.append(("crops", layer, int(k)))
         idx, _ = self.examples(layer, k)
         imgs = self.images(idx)
         lo, hi = self.image_size // 8, self.image_size // 8 + self.crop_size
-        return (imgs[:, :, lo:hi, lo:hi] * 255).round().to(torch.uint8)
+        out = imgs[:, :, lo:hi, lo:hi]
+        if size is not None and size != self.crop_size:
+            out = torch.nn.functional.interpolate(out, size=(size, size), mode="nearest")
+        return (out * 255).round().to(torch.uint8)
 
     def heatmaps(self, layer: str, k: int) -> torch.Tensor:
         """[m, H, W] relevance heatmaps of the concept examples (a blob)."""
@@ -134,6 +160,7 @@ class FakeLens:
         })
 
     def label(self, concepts, layer: str, threshold: float = 0.0) -> LabelResult:
+        self.calls.append(("label", tuple(concepts), layer))
         self._check_layer(layer)
         n = self._sizes[layer]
         labels = []
@@ -150,14 +177,32 @@ class FakeLens:
         return LabelResult(table=table, gaps=gaps, groups=groups)
 
     def measures(self, layer: str) -> pd.DataFrame:
+        self.calls.append(("measures", layer))
         n = self.num_components(layer)
         rng = np.random.default_rng(self._seed + 1)
         return pd.DataFrame({"layer": layer, "component": range(n),
                              "clarity": rng.uniform(0, 1, n), "polysemanticity": rng.uniform(0, 1, n),
-                             "redundancy": rng.uniform(0, 1, n)})
+                             "redundancy": rng.uniform(0, 1, n),
+                             "label": [self._label_of(layer, c) for c in range(n)]})
+
+    def redundancy(self, layer: str) -> float:
+        """0.5 + C / 100: a number the report tests can look for."""
+        self.calls.append(("redundancy", layer))
+        return 0.5 + 0.01 * self.num_components(layer)
+
+    def measures_summary(self, layers=None) -> pd.DataFrame:
+        self.calls.append(("measures_summary",))
+        rows = []
+        for l in (self.layers if layers is None else [layers] if isinstance(layers, str) else layers):
+            df = self.measures(l)
+            rows.append({"layer": l, "n_components": len(df), "clarity": float(df.clarity.mean()),
+                         "polysemanticity": float(df.polysemanticity.mean()),
+                         "redundancy": 0.5 + 0.01 * len(df)})
+        return pd.DataFrame(rows, columns=["layer", "n_components", "clarity", "polysemanticity", "redundancy"])
 
     def map(self, layer) -> pd.DataFrame:
         """``layer, component, x, y``; a list of layers gives one joint map."""
+        self.calls.append(("map", layer if isinstance(layer, str) else tuple(layer)))
         if not isinstance(layer, str):
             return pd.concat([self.map(l) for l in layer], ignore_index=True)
         xy = self._xy[self._check_layer(layer)]

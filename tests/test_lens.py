@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from semlens_widgets.foundation import FoundationModel
@@ -201,10 +202,25 @@ def test_reused_module_and_tuple_layers(fm):
     assert lens.embeddings("stem").shape == (6, fm.dim)
 
 
+class _AttentionNet(nn.Module):
+    """Patch tokens through nn.MultiheadAttention: no LRP rule for attention."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Conv2d(3, 8, 4, stride=4)
+        self.att = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).transpose(1, 2)  # [B, T, 8]
+        return self.head(self.att(t, t, t)[0][:, 0])
+
+
 def test_token_model_with_activation_crops(fm):
     lens = make(TokenNet(), ImgSet(n=10), fm, None, layers=["mlp"], crop="activation", pooling="cls")
-    with pytest.raises(ValueError, match="crop='activation'"):
-        make(TokenNet(), ImgSet(n=10), fm, None, layers=["mlp"], crop="crp")
+    with pytest.raises(ValueError, match=r"crop='crp' needs LRP rules.*MultiheadAttention.*crop='activation'"):
+        make(_AttentionNet(), ImgSet(n=10), fm, None, layers=["att"], crop="crp")
     lens.run()
     assert lens.embeddings("mlp").shape == (8, fm.dim)
 
@@ -319,7 +335,7 @@ def test_interrupted_crop_step_resumes_identically(fm, tmp_path):
     ref = results(make(model, data, fm, tmp_path / "ref", crop="crp", chunk_size=4).run())
 
     lens = make(model, data, fm, tmp_path / "s", crop="crp", chunk_size=4)
-    real = lens._compute_boxes
+    real = lens.pipeline._compute_boxes
     seen = []
 
     def failing(layer, idx, comps):
@@ -328,7 +344,7 @@ def test_interrupted_crop_step_resumes_identically(fm, tmp_path):
         seen.append(layer)
         return real(layer, idx, comps)
 
-    lens._compute_boxes = failing
+    lens.pipeline._compute_boxes = failing
     with pytest.raises(RuntimeError, match="injected"):
         lens.run()
     keys = Store(tmp_path / "s").keys("boxes/")
@@ -336,8 +352,8 @@ def test_interrupted_crop_step_resumes_identically(fm, tmp_path):
     assert "boxes/features.relu2" not in keys
 
     lens = make(model, data, fm, tmp_path / "s", crop="crp", chunk_size=4)
-    real2, redone = lens._compute_boxes, []
-    lens._compute_boxes = lambda layer, idx, comps: redone.append(int(comps[0])) or real2(layer, idx, comps)
+    real2, redone = lens.pipeline._compute_boxes, []
+    lens.pipeline._compute_boxes = lambda layer, idx, comps: redone.append(int(comps[0])) or real2(layer, idx, comps)
     lens.run()
     assert redone == [4, 8, 12]  # relu2 chunks after the finished one
     assert_same(results(lens), ref)
@@ -429,3 +445,59 @@ def test_results_on_cpu_whatever_the_device(fm):
     assert lens.device == torch.device("cpu")
     assert lens.embeddings("features.relu1").device.type == "cpu"
     assert lens.boxes("features.relu1").device.type == "cpu"
+
+
+# ------------------------------------------------------------------------------ structure
+
+
+def test_lens_and_the_test_double_implement_lenslike(fm):
+    """The widgets and the report depend on LensLike only: the real Lens and the one test double
+    (tests/_fake_lens.py) both implement every member, with the protocol's parameters."""
+    import inspect
+
+    from _fake_lens import FakeLens
+
+    from semlens_widgets.protocols import LensLike
+
+    lens = make(TinyCNN(num_classes=3), ImgSet(n=6), fm, None).run()
+    fake = FakeLens()
+    members = [n for n in dir(LensLike) if not n.startswith("_")] + list(LensLike.__annotations__)
+    assert {"crops", "search", "audit", "measures_summary", "layers", "n_samples"} <= set(members)
+    for obj in (lens, fake):
+        assert isinstance(obj, LensLike)
+        for name in members:
+            assert hasattr(obj, name), (type(obj).__name__, name)
+            proto = getattr(LensLike, name, None)
+            if callable(proto):
+                want = [p for p in inspect.signature(proto).parameters if p != "self"]
+                have = list(inspect.signature(getattr(obj, name)).parameters)
+                assert have[: len(want)] == want, (type(obj).__name__, name, have, want)
+
+
+def test_lens_modules_do_no_maths():
+    """The Lens and its parts check, cache and build tables; the maths lives in the kernels: no
+    matrix product and no norm in semlens_widgets/lens*.py."""
+    import ast
+    from pathlib import Path
+
+    import semlens_widgets
+
+    files = sorted(Path(semlens_widgets.__file__).parent.glob("lens*.py"))
+    assert len(files) >= 5
+    for f in files:
+        tree = ast.parse(f.read_text())
+        products = [n.lineno for n in ast.walk(tree) if isinstance(n, (ast.BinOp, ast.AugAssign))
+                    and isinstance(n.op, ast.MatMult)]
+        norms = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "norm"]
+        assert not products and not norms, (f.name, products, norms)
+
+
+def test_parts_are_owned_and_share_one_layer_set(fm):
+    lens = make(TinyCNN(num_classes=3), ImgSet(n=6), fm, None)
+    assert lens.semantics.layers is lens.pipeline.layers is lens.attribution.layers
+    assert lens.semantics.attribution is lens.attribution
+    assert lens.semantics.source is lens.pipeline and lens.attribution.source is lens.pipeline
+    assert lens.semantics.keys.lens == lens.fingerprint == lens.pipeline.keys.lens
+    assert "_semantics_state" not in vars(lens)
+    with pytest.raises(ValueError, match=r"unknown layer 'fc'; this Lens has layers"):
+        lens.semantics.layers.check("fc")

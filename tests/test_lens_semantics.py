@@ -1,7 +1,8 @@
-"""The Lens semantic methods (LensSemanticsMixin) on a small stand-in lens with hand-set embeddings,
-plus one end-to-end run on the real Lens with a tiny CLIP."""
+"""The Lens's analysis parts (SemanticIndex, Attribution) over a small stand-in pipeline with
+hand-set embeddings, plus end-to-end runs on the real Lens with a tiny CLIP and on the demo world."""
 from __future__ import annotations
 
+from dataclasses import astuple
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,10 @@ from zennit.composites import EpsilonPlusFlat
 
 from semlens_widgets.kernels import measures as M
 from semlens_widgets.kernels import relevance as R
-from semlens_widgets.lens_semantics import ComponentInfo, LensSemanticsMixin, compare
+from semlens_widgets.lens_keys import AnalysisKeys
+from semlens_widgets.lens_layers import LayerSet
+from semlens_widgets.lens_relevance import Attribution
+from semlens_widgets.lens_semantics import ComponentInfo, SemanticIndex, compare
 from semlens_widgets.results import AttributionGraph, AuditResult, ComponentExamples, LabelResult
 from semlens_widgets.store import Store
 
@@ -49,8 +53,8 @@ def _unit(x):
     return x / x.norm(dim=-1, keepdim=True)
 
 
-class StandIn(LensSemanticsMixin):
-    """The Lens attributes of docs/INTERNALS.md, nothing else."""
+class StandIn:
+    """A pipeline stand-in: the ComponentSource and ModelSource protocols, nothing else."""
 
     def __init__(self, fm=None, seed=0, n=12):
         torch.manual_seed(seed)
@@ -63,14 +67,12 @@ class StandIn(LensSemanticsMixin):
             self.model[2].weight.abs_()
             self.model[6].weight.abs_()
         self.fm = fm or FakeFM()
-        self.store = Store(None)
         self.fingerprint = f"standin-{seed}"
         self.layers = ["1", "3"]
         self.class_names = ["zero", "one", "two"]
         self.num_classes = 3
         self.device = torch.device("cpu")
         self.composite = EpsilonPlusFlat()
-        self.batch_size = 5
         self.X = torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
         self.sample_labels = torch.arange(n) % 3
         self.sample_predictions = self.model(self.X).argmax(1).detach()
@@ -102,18 +104,30 @@ class StandIn(LensSemanticsMixin):
     def model_inputs(self, indices):
         return self.X[torch.as_tensor(indices)]
 
-    def images(self, indices):
-        return self.model_inputs(indices)
-
     def _check_layer(self, layer):
         if layer not in self.layers:
             raise ValueError(f"unknown layer {layer!r}; this Lens has layers {self.layers}")
         return layer
 
 
+def analysis(src: StandIn, store: Store | None = None, chunk_size: int = 64) -> SemanticIndex:
+    """The semantic index and its attribution part over ``src``, wired as the Lens wires them."""
+    store = store or Store(None)
+    layers = LayerSet(src.model, src.layers)
+    keys = AnalysisKeys(src.fingerprint)
+    attribution = Attribution(src, store, keys, layers, batch_size=5, chunk=chunk_size * src.m, progress=False)
+    return SemanticIndex(src, src.fm, store, keys, layers, attribution)
+
+
 @pytest.fixture
-def lens():
+def src():
     return StandIn()
+
+
+@pytest.fixture
+def lens(src):
+    """The semantic index over the stand-in (its relevance part is ``lens.attribution``)."""
+    return analysis(src)
 
 
 # ------------------------------------------------------------------ search / label
@@ -136,13 +150,13 @@ def test_search_table_and_labels(lens):
     assert multi["query"].tolist() == ["dog", "dog", "cat", "cat"]
 
 
-def test_search_square_case_and_scores(lens):
-    C = lens.num_components("3")
+def test_search_square_case_and_scores(lens, src):
+    C = src.num_components("3")
     queries = ["dog", "cat", "car", "grass", "watermark", "text"]
     assert len(queries) == C
     S = lens.search_scores(queries, "3")
     assert S.shape == (C, C)
-    theta = _unit(lens.embeddings("3"))
+    theta = _unit(src.embeddings("3"))
     for q, name in enumerate(queries):  # row q is query q
         assert torch.allclose(S[q], theta @ CONCEPTS[name] - theta @ NULL, atol=1e-5)
     df = lens.search(queries, layer="3", k=1)
@@ -152,11 +166,11 @@ def test_search_square_case_and_scores(lens):
     assert S[2].argmin() == 3 and float(theta[3] @ CONCEPTS["car"]) > 0
 
 
-def test_search_image_probe(lens):
+def test_search_image_probe(src):
     red = torch.zeros(3, 4, 4)
     red[0] = 1.0
-    lens._theta["1"][2] = _unit(torch.tensor([0.0] * 6 + [1.0, 0.0, 0.0, 0.0]))
-    lens.__dict__.pop("_semantics_state", None)
+    src._theta["1"][2] = _unit(torch.tensor([0.0] * 6 + [1.0, 0.0, 0.0, 0.0]))
+    lens = analysis(src)
     df = lens.search(red, layer="1", k=1)
     assert df.component.iloc[0] == 2 and df["query"].iloc[0] == "image"
     two = lens.search(torch.stack([red, red]), layer="1", k=1)
@@ -199,14 +213,14 @@ def test_label_result(lens):
 # ------------------------------------------------------------------ measures / map
 
 
-def test_measures(lens):
+def test_measures(lens, src):
     df = lens.measures("3")
     assert list(df.columns) == ["layer", "component", "clarity", "polysemanticity", "max_similarity",
                                 "nearest", "label"]
-    assert np.allclose(df.clarity, M.clarity(lens.example_embeddings("3")).numpy(), atol=1e-6)
-    assert torch.allclose(lens.clarity("3"), torch.tensor(df.clarity.values, dtype=torch.float32))
-    assert lens.polysemanticity("3").shape == (6,)
-    theta = _unit(lens.embeddings("3"))
+    assert np.allclose(df.clarity, M.clarity(src.example_embeddings("3")).numpy(), atol=1e-6)
+    assert torch.allclose(lens.measure_tensors("3")["clarity"], torch.tensor(df.clarity.values, dtype=torch.float32))
+    assert lens.measure_tensors("3")["polysemanticity"].shape == (6,)
+    theta = _unit(src.embeddings("3"))
     S = theta @ theta.T
     S.fill_diagonal_(-2)
     assert lens.redundancy("3") == pytest.approx(float(S.max(1).values.mean()), abs=1e-5)
@@ -214,7 +228,7 @@ def test_measures(lens):
     assert lens.similarity("1", "3").shape == (3, 6)
     summ = lens.measures_summary()
     assert summ.layer.tolist() == ["1", "3"] and summ.n_components.tolist() == [3, 6]
-    assert lens.store.has("semantics/measures/3", lens._sem_fp("measures", "3", 0))
+    assert lens.store.has(*astuple(lens.keys.measures("3", 0)))
 
 
 def test_map_small_layer_cached(lens):
@@ -237,54 +251,54 @@ def test_map_umap_joint_layers(lens):
 # ------------------------------------------------------------------ relevance
 
 
-def test_relevance_matches_kernel_and_is_cached(lens, monkeypatch):
-    df = lens.relevance(1, "3")
+def test_relevance_matches_kernel_and_is_cached(lens, monkeypatch, src):
+    df = lens.attribution.relevance(1, "3")
     assert list(df.columns) == ["layer", "component", "relevance"] and len(df) == 6
-    samples = torch.nonzero(lens.sample_labels == 1).reshape(-1)
-    direct = R.component_relevance(lens.model, lens.X[samples], torch.ones(len(samples), dtype=torch.int64),
+    samples = torch.nonzero(src.sample_labels == 1).reshape(-1)
+    direct = R.component_relevance(src.model, src.X[samples], torch.ones(len(samples), dtype=torch.int64),
                                    ["3"], EpsilonPlusFlat(), normalize="abs")["3"].mean(0)
     assert np.allclose(df.relevance.values, direct.numpy(), atol=1e-5)
-    raw = lens.relevance(1, "3", normalize="none", per_sample=True)
+    raw = lens.attribution.relevance(1, "3", normalize="none", per_sample=True)
     assert list(raw.columns) == ["sample", "layer", "component", "relevance"] and len(raw) == 6 * len(samples)
-    logits = lens.model(lens.X[samples])[:, 1].detach().numpy()
+    logits = src.model(src.X[samples])[:, 1].detach().numpy()
     assert np.allclose(raw.groupby("sample").relevance.sum().values, logits, rtol=1e-3)
     # the other layer came from the same pass, everything is in the store now
     calls = []
     monkeypatch.setattr(R, "component_relevance", lambda *a, **k: calls.append(1))
-    lens.relevance(1, "1")
-    lens.relevance(1, "3", max_samples=256)
+    lens.attribution.relevance(1, "1")
+    lens.attribution.relevance(1, "3", max_samples=256)
     assert calls == []
 
 
-def test_relevance_over_predictions_and_errors(lens):
-    pred = int(lens.sample_predictions[0])
-    df = lens.relevance(pred, "1", over="prediction", max_samples=2)
+def test_relevance_over_predictions_and_errors(lens, src):
+    pred = int(src.sample_predictions[0])
+    df = lens.attribution.relevance(pred, "1", over="prediction", max_samples=2)
     assert len(df) == 3
-    assert lens.relevance("two", "1").shape == (3, 3)  # class names work too
+    assert lens.attribution.relevance("two", "1").shape == (3, 3)  # class names work too
     with pytest.raises(ValueError, match=r"target class 3 out of range.*\[0, 3\)"):
-        lens.relevance(3, "1")
+        lens.attribution.relevance(3, "1")
     with pytest.raises(ValueError, match="out of range"):
-        lens.relevance(-1, "1")
+        lens.attribution.relevance(-1, "1")
     with pytest.raises(ValueError, match="over must be"):
-        lens.relevance(0, "1", over="everything")
+        lens.attribution.relevance(0, "1", over="everything")
     with pytest.raises(ValueError, match="unknown layer"):
-        lens.relevance(0, "fc")
+        lens.attribution.relevance(0, "fc")
 
 
-def test_top_classes_and_component_info(lens):
-    rel = lens.class_relevance("3")
+def test_top_classes_and_component_info(lens, src):
+    rel = lens.attribution.class_relevance("3")
     assert rel.shape == (3, 6)
     for t in range(3):  # per-class means agree with the per-target computation
-        assert np.allclose(rel[t].numpy(), lens.relevance(t, "3", max_samples=32).relevance.values, atol=1e-5)
-    tc = lens.top_classes("3", k=2)
+        assert np.allclose(rel[t].numpy(), lens.attribution.relevance(t, "3", max_samples=32).relevance.values, atol=1e-5)
+    tc = lens.attribution.top_classes("3", k=2)
     assert list(tc.columns) == ["layer", "component", "rank", "class", "name", "relevance"]
     assert len(tc) == 12
     assert tc[tc["rank"] == 0]["class"].tolist() == rel.argmax(0).tolist()
-    assert tc.name.iloc[0] == lens.class_names[tc["class"].iloc[0]]
+    assert tc.name.iloc[0] == src.class_names[tc["class"].iloc[0]]
     lens.label(["dog", "cat"], "3")
     info = lens.component_info("3", 1, k=2)
     assert isinstance(info, ComponentInfo) and info.label == "cat"
-    assert torch.equal(info.examples.indices, lens._idx["3"][1])
+    assert torch.equal(info.examples.indices, src._idx["3"][1])
     assert len(info.top_classes) == 2 and set(info.measures) >= {"clarity", "polysemanticity", "nearest"}
 
 
@@ -292,9 +306,8 @@ def test_class_relevance_resumes_after_an_interruption(monkeypatch):
     """The class-relevance pass saves chunks of chunk_size * m samples: after a failure in the
     third chunk the next call computes only the third, ends identical to an uninterrupted
     pass, and leaves no chunk entries behind."""
-    ref = StandIn().class_relevance("3", normalize="none")
-    lens = StandIn()
-    lens.chunk_size = 1  # chunks of m = 4 samples: 12 samples -> 3 chunks
+    ref = analysis(StandIn()).attribution.class_relevance("3", normalize="none")
+    lens = analysis(StandIn(), chunk_size=1)  # chunks of m = 4 samples: 12 samples -> 3 chunks
     real, calls = R.component_relevance, []
 
     def failing(model, inputs, targets, *a, **kw):
@@ -305,35 +318,35 @@ def test_class_relevance_resumes_after_an_interruption(monkeypatch):
 
     monkeypatch.setattr(R, "component_relevance", failing)
     with pytest.raises(RuntimeError, match="injected"):
-        lens.class_relevance("3")
+        lens.attribution.class_relevance("3")
     assert sorted(lens.store.keys("semantics/class_relevance_run/")) == [
         "semantics/class_relevance_run/label/chunk0-4", "semantics/class_relevance_run/label/chunk4-8"]
     calls.clear()
     monkeypatch.setattr(R, "component_relevance", lambda *a, **kw: calls.append(len(a[2])) or real(*a, **kw))
-    torch.testing.assert_close(lens.class_relevance("3", normalize="none"), ref)
+    torch.testing.assert_close(lens.attribution.class_relevance("3", normalize="none"), ref)
     assert calls == [4]  # only the unfinished chunk
     assert lens.store.keys("semantics/class_relevance_run/") == []
-    assert lens.class_relevance("1").shape == (3, 3) and calls == [4]  # both layers came from that pass
+    assert lens.attribution.class_relevance("1").shape == (3, 3) and calls == [4]  # both layers came from that pass
 
 
 # ------------------------------------------------------------------ audit
 
 
-def test_audit_categories_relevance_and_samples(lens):
+def test_audit_categories_relevance_and_samples(lens, src):
     res = lens.audit(valid=["dog", "cat"], spurious=["watermark", "text"], layer="3", target=0)
     assert isinstance(res, AuditResult)
     t = res.table
     assert t.category.tolist() == ["valid", "valid", "spurious", "unexpected", "spurious", "spurious"]
     assert t.best_valid.tolist()[:2] == ["dog", "cat"] and t.best_spur.iloc[2] == "watermark"
     assert t.label.tolist()[3] is None and t.label.iloc[4] == "text"
-    assert np.allclose(t.relevance.values, lens.relevance(0, "3").relevance.values)
+    assert np.allclose(t.relevance.values, lens.attribution.relevance(0, "3").relevance.values)
     s = res.summary.set_index("category")
     assert s.loc["spurious", "n_components"] == 3
     assert s.share.sum() == pytest.approx(1.0)
     pos = np.clip(t.relevance.values, 0, None)
     assert s.loc["valid", "relevance"] == pytest.approx(pos[:2].sum())
     assert sorted(res.spurious_samples) == [2, 4, 5]
-    assert torch.equal(res.spurious_samples[4], lens._idx["3"][4])
+    assert torch.equal(res.spurious_samples[4], src._idx["3"][4])
     with pytest.raises(ValueError, match="spurious must be a non-empty list"):
         lens.audit(["dog"], [], "3", 0)
     with pytest.raises(ValueError, match="out of range"):
@@ -346,11 +359,9 @@ def test_audit_categories_relevance_and_samples(lens):
 def test_attribution_graph_is_stored_and_reloaded(tmp_path, monkeypatch):
     """A second lens on the same store (a new kernel) gets the same graph without running CRP;
     other parameters compute a new one."""
-    a = StandIn()
-    a.store = Store(tmp_path / "s")
+    a = analysis(StandIn(), Store(tmp_path / "s"))
     g = a.attribution_graph(0, ["3", "1"], ["dog", "watermark"], top_k=1)
-    b = StandIn()
-    b.store = Store(tmp_path / "s")
+    b = analysis(StandIn(), Store(tmp_path / "s"))
     monkeypatch.setattr(R, "build_attribution_graph", lambda *a, **kw: pytest.fail("recomputed"))
     h = b.attribution_graph(0, ["3", "1"], ["dog", "watermark"], top_k=1)
     assert h.target == g.target and h.layers == g.layers
@@ -384,9 +395,10 @@ def test_attribution_graph_groups_and_conservation(lens):
 
 
 def test_compare(lens):
-    other = StandIn(seed=1)
-    other._theta["3"] = other._theta["3"][[0, 2, 3]]  # B: dog, watermark, null-ish
-    c = compare(lens, other, "3", "3", concepts=["dog", "cat", "watermark", "car"])
+    b = StandIn(seed=1)
+    b._theta["3"] = b._theta["3"][[0, 2, 3]]  # B: dog, watermark, null-ish
+    other = analysis(b)
+    c = lens.compare(other, "3", "3", concepts=["dog", "cat", "watermark", "car"])
     assert c.shared == ["dog", "watermark"] and c.unique_a == ["cat"] and c.unique_b == []
     assert c.counts.set_index("concept").loc["watermark"].tolist() == [2, 1]
     assert c.s_ba == pytest.approx(1.0, abs=1e-5)  # B's components all exist in A
@@ -395,11 +407,13 @@ def test_compare(lens):
     assert c.matches.component_b.tolist()[:3] == [0, 2, 1]
     assert c.matches.label_b.tolist()[:3] == ["dog", None, "watermark"]
     # across layers with different sizes
-    c2 = compare(lens, other, "1", "3")
+    c2 = lens.compare(other, "1", "3")
     assert len(c2.matches) == 3 and c2.shared == []
-    foreign = StandIn(fm=FakeFM("another-clip"))
+    foreign = analysis(StandIn(fm=FakeFM("another-clip")))
     with pytest.raises(ValueError, match="different foundation models"):
-        compare(lens, foreign, "3", "3")
+        lens.compare(foreign, "3", "3")
+    with pytest.raises(TypeError, match="two semlens_widgets.Lens objects"):
+        compare(lens, other, "3", "3")  # the public function takes lenses
 
 
 def test_public_export():
@@ -412,7 +426,6 @@ def test_public_export():
 
 
 def test_real_lens_end_to_end(tmp_path):
-    pytest.importorskip("open_clip")
     from _models import TinyCNN, red_square_images, tiny_clip_fm
 
     from semlens_widgets.lens import Lens
@@ -459,10 +472,6 @@ def test_audit_demo_world_watermark_components_are_spurious(tmp_path):
     the watermark (ground truth, clear AUC) are mostly audited spurious (not both: the empty
     prompt must separate what their crops show from what they do not) and are more relevant for
     the shortcut class than the average component."""
-    from semlens_widgets.demo import models as demo_models
-
-    if not (demo_models.CLIP_WEIGHTS.is_file() and demo_models.CLASSIFIER_WEIGHTS.is_file()):
-        pytest.skip("demo weights not shipped yet (python -m semlens_widgets.demo.train)")
     from semlens_widgets import demo
     from semlens_widgets.lens import Lens
 

@@ -45,11 +45,10 @@ def test_clarity_with_valid_mask_and_float16():
 def test_redundancy_duplicates_one_orthogonal_zero():
     base = torch.randn(5, 16)
     dup = torch.cat([base, 3.0 * base])  # each vector has a (scaled) duplicate
-    r, per = M.redundancy(dup, chunk=3)
-    assert r == pytest.approx(1.0, abs=1e-5)
+    per, _ = M.max_similarity(dup, chunk=3)
     assert per.shape == (10,)
-    r0, per0 = M.redundancy(torch.eye(8)[:6])
-    assert r0 == pytest.approx(0.0, abs=1e-6)
+    assert M.redundancy(per) == pytest.approx(1.0, abs=1e-5)
+    assert M.redundancy(M.max_similarity(torch.eye(8)[:6])[0]) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_redundancy_against_direct_formula_and_max_similarity():
@@ -57,17 +56,40 @@ def test_redundancy_against_direct_formula_and_max_similarity():
     t = theta / theta.norm(dim=1, keepdim=True)
     S = t @ t.T
     S.fill_diagonal_(-float("inf"))
-    r, per = M.redundancy(theta, chunk=4)
+    per, idx = M.max_similarity(theta, chunk=4)
     assert torch.allclose(per, S.max(1).values, atol=1e-5)
-    assert r == pytest.approx(float(S.max(1).values.mean()), abs=1e-5)
-    vals, idx = M.max_similarity(theta, chunk=5)
     assert torch.equal(idx, S.argmax(1))
+    assert M.redundancy(per) == pytest.approx(float(S.max(1).values.mean()), abs=1e-5)
     # cross matrix: no self exclusion
     other = torch.randn(4, 7)
     v2, i2 = M.max_similarity(theta, other)
     assert torch.allclose(v2, M.cosine_similarity_matrix(theta, other).max(1).values)
     with pytest.raises(ValueError, match="at least 2"):
-        M.redundancy(torch.randn(1, 7))
+        M.redundancy(M.max_similarity(torch.randn(1, 7))[0])
+    with pytest.raises(ValueError, match="empty"):
+        M.max_similarity(torch.zeros(0, 7), theta)
+
+
+def test_component_measures_and_layer_summary():
+    """The measures table of a layer and its summary: the same numbers as the single measures,
+    redundancy (eq. 9) from the per-component maxima."""
+    g = torch.Generator().manual_seed(3)
+    V = torch.randn(6, 5, 8, generator=g)
+    theta = V.mean(1)
+    t = M.component_measures(V, theta, seed=0)
+    assert set(t) == {"clarity", "polysemanticity", "max_similarity", "nearest"}
+    assert torch.equal(t["clarity"], M.clarity(V))
+    assert torch.equal(t["polysemanticity"], M.polysemanticity(V, seed=0))
+    per, nearest = M.max_similarity(theta)
+    assert torch.equal(t["max_similarity"], per) and torch.equal(t["nearest"], nearest)
+    s = M.layer_summary(t)
+    assert s["n_components"] == 6
+    assert s["redundancy"] == pytest.approx(float(per.mean()))
+    assert s["clarity"] == pytest.approx(float(M.clarity(V).mean()), abs=1e-6)
+    one = M.layer_summary(M.component_measures(V[:1], theta[:1]))
+    assert one["n_components"] == 1 and math.isnan(one["redundancy"])
+    with pytest.raises(ValueError, match="components"):
+        M.component_measures(V, theta[:3])
 
 
 def test_similarity_matrix_shape_and_values():

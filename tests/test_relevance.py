@@ -86,10 +86,23 @@ def test_class_mean_relevance():
         R.class_mean_relevance(per, torch.tensor([0, 0, 4]), 4)
 
 
+def test_sample_choice_abs_normalize_and_top_classes():
+    classes = torch.tensor([2, 0, 2, 1, 0, 2, 2])
+    assert R.class_samples(classes, 2, 3).tolist() == [0, 2, 5]  # first by dataset index
+    assert R.class_samples(classes, 3, 5).tolist() == []
+    assert R.per_class_samples(classes, 2).tolist() == [1, 4, 3, 0, 2]  # grouped by class
+    per = torch.tensor([[1.0, -3.0], [0.0, 0.0]])
+    assert torch.allclose(R.abs_normalize(per), torch.tensor([[0.25, -0.75], [0.0, 0.0]]))
+    v, c = R.top_classes(torch.tensor([[0.1, 0.5], [0.3, 0.2], [0.2, 0.9]]), 2)  # [K=3, C=2]
+    assert c.tolist() == [[1, 2], [2, 0]] and torch.allclose(v, torch.tensor([[0.3, 0.2], [0.9, 0.5]]))
+
+
 def test_bad_layer_and_normalize():
     model, x = _cnn(), _x(2)
     with pytest.raises(ValueError, match="unknown layer 'nope'"):
         R.component_relevance(model, x, torch.zeros(2, dtype=torch.int64), ["nope"], EpsilonPlusFlat())
+    with pytest.raises(ValueError, match="CRP conditions on whole modules"):
+        R.component_relevance(model, x, torch.zeros(2, dtype=torch.int64), ["1@0"], EpsilonPlusFlat())
     with pytest.raises(ValueError, match="normalize"):
         R.component_relevance(model, x, torch.zeros(2, dtype=torch.int64), ["1"], EpsilonPlusFlat(), normalize="l2")
 

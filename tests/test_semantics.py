@@ -101,7 +101,32 @@ def test_set_similarity_asymmetric_and_direct():
     sub = a[:3]
     assert S.set_similarity(sub, a) == pytest.approx(1.0, abs=1e-5)
     assert S.set_similarity(a, sub) < 1.0
-    v, i = S.nearest_neighbours(sub, a)
-    assert i.tolist() == [0, 1, 2]
     with pytest.raises(ValueError, match="empty"):
-        S.nearest_neighbours(torch.zeros(0, 6), a)
+        S.set_similarity(torch.zeros(0, 6), a)
+
+
+def test_concept_overlap_and_top_hits_over_layers():
+    shared, ua, ub, ca, cb = S.concept_overlap(["dog", "cat", "car", "sky"], {"dog": [0, 2], "cat": [1]},
+                                               {"dog": [4], "sky": [0, 1, 3]})
+    assert (shared, ua, ub, ca, cb) == (["dog"], ["cat"], ["sky"], [2, 1, 0, 0], [1, 0, 0, 3])
+    a = torch.tensor([[0.1, 0.9, 0.3]])  # layer 0: 3 components
+    b = torch.tensor([[0.5, 0.95]])      # layer 1: 2 components
+    v, comp, lay = S.top_hits_over_layers([a, b], 3)
+    assert v.tolist() == [[pytest.approx(0.95), pytest.approx(0.9), pytest.approx(0.5)]]
+    assert comp.tolist() == [[1, 1, 0]] and lay.tolist() == [[1, 0, 1]]
+    with pytest.raises(ValueError, match="one \\[Q, C\\] tensor per layer"):
+        S.top_hits_over_layers([], 3)
+
+
+def test_audit_labels_and_summary():
+    a_v, b_v = torch.tensor([0.3, -0.1, 0.05]), torch.tensor([1, 0, 0])
+    a_s, b_s = torch.tensor([0.1, 0.2, -0.2]), torch.tensor([0, 1, 0])
+    best, labelled = S.audit_labels(a_v, b_v, a_s, b_s, n_valid=2, tau=0.1)
+    assert best.tolist() == [1, 3, 0]  # valid 1; spurious 1 (shifted by 2); valid 0
+    assert labelled.tolist() == [True, True, False]
+    cats = S.audit_categories(a_v, a_s, 0.0)
+    summ = S.audit_summary(cats, torch.tensor([0.5, 0.25, -1.0]))
+    assert summ["category"] == ["valid", "spurious", "both", "unexpected"]
+    assert summ["n_components"] == [1, 1, 1, 0]
+    assert summ["relevance"] == [0.0, 0.25, 0.5, 0.0] and summ["share"] == [0.0, 1 / 3, 2 / 3, 0.0]
+    assert S.audit_summary(cats, torch.zeros(3))["share"] == [0.0] * 4

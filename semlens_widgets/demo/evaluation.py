@@ -109,20 +109,13 @@ def _weighted(values: pd.Series, weights: pd.Series) -> float:
 
 def _activations(lens, gt: GroundTruth, layer: str):
     """Pooled activations [N, C] of ``layer`` (the lens's model and pooling), cached in the
-    lens's store under ``demo/groundtruth/<layer>`` so a second evaluation skips the forward pass."""
-    from semlens_widgets.store import fingerprint
-
-    store = getattr(lens, "store", None)
-    fp = fingerprint("demo-groundtruth", getattr(lens, "fingerprint", None), layer, getattr(lens, "pooling", "max"))
-    key = f"demo/groundtruth/{layer}"
-    if store is not None:
-        got = store.load(key, fp)
-        if got is not None:
-            return got["activations"]
-    acts = gt._resolve(layer, lens)
-    if store is not None:
-        store.save(key, {"activations": acts.float().contiguous()}, fp, meta={"layer": layer})
-    return acts
+    lens's store (``demo/groundtruth/<layer>``) so a second evaluation skips the forward pass."""
+    entry = lens.semantics.keys.demo_groundtruth(layer, lens.pooling)
+    return lens.store.cached(
+        entry.key, entry.fingerprint,
+        lambda: {"activations": gt._resolve(layer, lens).float().contiguous()},
+        meta={"layer": layer},
+    )["activations"]
 
 
 def evaluate(lens, world=None, layers=None, *, audit_max_samples: int = 64) -> Evaluation:
@@ -134,7 +127,7 @@ def evaluate(lens, world=None, layers=None, *, audit_max_samples: int = 64) -> E
     layers: the layers to evaluate (default all of ``lens.layers``).
     audit_max_samples: samples of the shortcut class used for the audit's relevance.
     """
-    dataset = getattr(lens, "dataset", None)
+    dataset = lens.dataset
     if not hasattr(dataset, "concept_matrix"):
         raise TypeError(
             "evaluate needs a Lens over a demo dataset (slw.demo.load().dataset or another "
@@ -143,7 +136,7 @@ def evaluate(lens, world=None, layers=None, *, audit_max_samples: int = 64) -> E
     if world is not None and world.ground_truth.dataset is dataset and world.ground_truth.model is lens.model:
         gt = world.ground_truth
     else:
-        gt = GroundTruth(lens.model, dataset, pooling=getattr(lens, "pooling", "max"))
+        gt = GroundTruth(lens.model, dataset, pooling=lens.pooling)
     layers = list(lens.layers) if layers is None else list(layers)
     unknown = [l for l in layers if l not in lens.layers]
     if unknown:

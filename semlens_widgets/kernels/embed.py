@@ -1,4 +1,4 @@
-"""Semantic embedding of components (DESIGN eq. 2)."""
+"""Semantic embedding of components (paper: the semantic embedding theta_k of a component)."""
 from __future__ import annotations
 
 import torch
@@ -7,8 +7,8 @@ __all__ = ["semantic_embedding"]
 
 
 def semantic_embedding(V: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """DESIGN eq. 2: ``theta_k = mean_{x in E_k} F(x)``, the mean of a component's example
-    embeddings.
+    """Semantic embedding (paper: the semantic embedding of a component):
+    ``theta_k = mean_{x in E_k} F(x)``, the mean of a component's example embeddings.
 
     Args:
         V: ``[C, m, d]`` float, the foundation-model embeddings of the m concept examples of
@@ -45,7 +45,7 @@ def semantic_embedding(V: torch.Tensor, valid: torch.Tensor | None = None) -> to
         empty = (counts == 0).nonzero()[:, 0]
         raise ValueError(
             f"{int(empty.numel())} component(s) have no valid example, e.g. {empty[:5].tolist()}; "
-            "theta (eq. 2) is the mean over at least one example"
+            "theta is the mean over at least one example"
         )
     summed = torch.where(valid[:, :, None], V, torch.zeros((), dtype=V.dtype, device=V.device)).sum(dim=1)
     return summed / counts[:, None].to(V.dtype)

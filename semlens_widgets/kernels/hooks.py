@@ -44,6 +44,7 @@ __all__ = [
     "parse_layer",
     "resolve_layers",
     "check_layer_names",
+    "require_whole_module",
     "describe_value",
     "model_device",
     "ModuleRecorder",
@@ -178,6 +179,23 @@ def resolve_layers(model: nn.Module, layers: Any) -> dict[str, tuple[LayerSpec, 
             )
         out[name] = (spec, modules[spec.module])
     return out
+
+
+def require_whole_module(spec: LayerSpec, what: str = "relevance") -> str:
+    """The module name of ``spec`` when it names a whole module output; else ValueError.
+
+    CRP (zennit-crp) records and conditions on whole modules, so relevance, CRP crops started
+    from a condition and attribution graphs need a module that is called once and returns a
+    tensor: not ``"name@i"`` (one call of a reused module) nor ``"name[j]"`` (one element of a
+    tuple output).
+    """
+    if spec.call is not None or spec.element is not None:
+        raise ValueError(
+            f"{what} cannot be computed for layer {spec.name!r}: CRP conditions on whole modules, "
+            "not on one call of a reused module ('name@i') or one element of a tuple output "
+            "('name[j]'); analyse a module that is called once and returns a tensor"
+        )
+    return spec.module
 
 
 # ----------------------------------------------------------------------------- hooks

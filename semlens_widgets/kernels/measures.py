@@ -1,12 +1,14 @@
-"""Interpretability measures of components (DESIGN eq. 8; paper eqs. 7, 9, 10).
+"""Interpretability measures of components (paper, "Human-interpretability measures": clarity
+eq. 7, similarity, redundancy eq. 9, polysemanticity eq. 10).
 
 All functions are vectorised over components and work in chunks of components so that
 100k components x m = 30 x d = 512 (6 GB in float32) can be processed from float16 storage
 with a bounded working set (``chunk`` components are upcast to float32 at a time).
 
-Shapes: ``V`` is the per-example embedding tensor ``[C, m, d]`` (DESIGN eq. 2 keeps it), ``theta``
-the semantic embeddings ``[C, d]``, ``valid`` an optional ``BoolTensor[C, m]`` marking the
-examples that exist (a component seen on fewer than m samples has fewer examples).
+Shapes: ``V`` is the per-example embedding tensor ``[C, m, d]`` (the semantic embedding step
+keeps it), ``theta`` the semantic embeddings ``[C, d]``, ``valid`` an optional
+``BoolTensor[C, m]`` marking the examples that exist (a component seen on fewer than m samples
+has fewer examples).
 
 Ranges (stated honestly):
 
@@ -24,6 +26,8 @@ import math
 
 import torch
 
+from .vectors import normalize
+
 __all__ = [
     "clarity",
     "cosine_similarity_matrix",
@@ -31,6 +35,8 @@ __all__ = [
     "redundancy",
     "two_means",
     "polysemanticity",
+    "component_measures",
+    "layer_summary",
     "default_chunk",
 ]
 
@@ -64,16 +70,10 @@ def _check_theta(theta: torch.Tensor, name: str = "theta") -> None:
         raise ValueError(f"{name} must be a tensor [C, d], got {shape}")
 
 
-def _normalize(x: torch.Tensor) -> torch.Tensor:
-    """L2-normalise the last axis in float32 (zero vectors stay zero)."""
-    x = x.float()
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-
 def clarity(
     V: torch.Tensor, valid: torch.Tensor | None = None, *, chunk: int | None = None
 ) -> torch.Tensor:
-    """Clarity of each component, paper eq. 7 (DESIGN eq. 8), in closed form.
+    """Clarity of each component, in closed form (paper eq. 7, clarity).
 
     ``clarity_k = m/(m-1) * (||mean_i v_hat_i||^2 - 1/m)``, which equals the mean pairwise
     off-diagonal cosine similarity of the m example embeddings ``v_hat_i = v_i/||v_i||`` (since
@@ -105,7 +105,8 @@ def clarity(
 
 
 def cosine_similarity_matrix(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """Similarity of components (DESIGN eq. 8, "similarity"): cosine of semantic embeddings.
+    """Similarity of components (paper, human-interpretability measures: similarity), the
+    cosine of their semantic embeddings.
 
     a: [Ca, d]; b: [Cb, d] or None (then b = a). Returns FloatTensor [Ca, Cb].
     The full matrix is materialised (Ca * Cb floats); for max-similarity statistics over large
@@ -117,7 +118,7 @@ def cosine_similarity_matrix(a: torch.Tensor, b: torch.Tensor | None = None) -> 
     _check_theta(b, "b")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"embedding dims differ: a has d={a.shape[1]}, b has d={b.shape[1]}")
-    return _normalize(a) @ _normalize(b).T
+    return normalize(a) @ normalize(b).T
 
 
 def max_similarity(
@@ -127,8 +128,8 @@ def max_similarity(
     exclude_self: bool | None = None,
     chunk: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """For every row of ``a`` the best cosine match in ``b`` (chunked; memory ``chunk x Cb``,
-    by default ``chunk = 2**26 / Cb`` rows, about 256 MB).
+    """For every row of ``a`` the best cosine match in ``b``: the package's one nearest-neighbour
+    search (chunked; memory ``chunk x Cb``, by default ``chunk = 2**26 / Cb`` rows, about 256 MB).
 
     a: [Ca, d]; b: [Cb, d] or None (then b = a and the diagonal is excluded, as ``j != k``).
     Returns ``(values [Ca] float32, indices [Ca] int64)``. When ``b`` has a single row and self
@@ -145,12 +146,14 @@ def max_similarity(
         raise ValueError(f"embedding dims differ: a has d={a.shape[1]}, b has d={b.shape[1]}")
     if exclude_self and a.shape[0] != b.shape[0]:
         raise ValueError("exclude_self needs a and b to index the same components")
-    bn = _normalize(b)
+    if a.shape[0] == 0 or b.shape[0] == 0:
+        raise ValueError(f"cannot match empty sets of components ({a.shape[0]} vs {b.shape[0]})")
+    bn = normalize(b)
     chunk = chunk or max(1, _SIM_ELEMENTS // max(1, b.shape[0]))
     vals = torch.empty(a.shape[0], dtype=torch.float32)
     idx = torch.empty(a.shape[0], dtype=torch.int64)
     for s in range(0, a.shape[0], chunk):
-        sim = _normalize(a[s : s + chunk]) @ bn.T  # [b, Cb]
+        sim = normalize(a[s : s + chunk]) @ bn.T  # [b, Cb]
         if exclude_self:
             r = torch.arange(sim.shape[0])
             sim[r, r + s] = -math.inf
@@ -161,20 +164,23 @@ def max_similarity(
     return vals, idx
 
 
-def redundancy(theta: torch.Tensor, *, chunk: int | None = None) -> tuple[float, torch.Tensor]:
-    """Redundancy of a layer, paper eq. 9 (DESIGN eq. 8).
+def redundancy(max_sim: torch.Tensor) -> float:
+    """Redundancy of a layer (paper eq. 9, redundancy).
 
     ``redundancy = mean_k max_{j != k} cos(theta_k, theta_j)``: 1 when every component has an
     exact duplicate, 0 for mutually orthogonal embeddings.
 
-    theta: [C, d] semantic embeddings of one layer (C >= 2).
-    Returns ``(redundancy: float, per_component_max: FloatTensor [C])``.
+    max_sim: FloatTensor [C] (C >= 2), per component the cosine to its most similar other
+        component, as :func:`max_similarity` ``(theta)`` returns it (the measures table keeps
+        it, so the layer's redundancy needs no second pass over theta).
+    Returns a float in [-1, 1].
     """
-    _check_theta(theta)
-    if theta.shape[0] < 2:
-        raise ValueError(f"redundancy needs at least 2 components, got {theta.shape[0]}")
-    vals, _ = max_similarity(theta, chunk=chunk)
-    return float(vals.mean()), vals
+    if not isinstance(max_sim, torch.Tensor) or max_sim.ndim != 1:
+        shape = tuple(max_sim.shape) if isinstance(max_sim, torch.Tensor) else type(max_sim).__name__
+        raise ValueError(f"max_sim must be a tensor [C] of per-component maxima, got {shape}")
+    if max_sim.numel() < 2:
+        raise ValueError(f"redundancy needs at least 2 components, got {max_sim.numel()}")
+    return float(max_sim.float().mean())
 
 
 def two_means(
@@ -201,7 +207,7 @@ def two_means(
     """
     _check_V(V, valid)
     b, m, _ = V.shape
-    v = V.float() if normalized else _normalize(V)
+    v = V.float() if normalized else normalize(V)
     w = torch.ones(b, m) if valid is None else valid.float()
     rows = torch.arange(b)
     if first is None:
@@ -225,8 +231,8 @@ def two_means(
         s0 = total - s1
         n1 = w1.sum(1, keepdim=True)
         n0 = w.sum(1, keepdim=True) - n1
-        c0 = torch.where(n0 > 0, _normalize(s0), c0)
-        c1 = torch.where(n1 > 0, _normalize(s1), c1)
+        c0 = torch.where(n0 > 0, normalize(s0), c0)
+        c1 = torch.where(n1 > 0, normalize(s1), c1)
     return assign
 
 
@@ -238,7 +244,7 @@ def polysemanticity(
     seed: int | None = 0,
     chunk: int | None = None,
 ) -> torch.Tensor:
-    """Polysemanticity of each component, paper eq. 10 (DESIGN eq. 8), with h = 2 clusters.
+    """Polysemanticity of each component with h = 2 clusters (paper eq. 10, polysemanticity).
 
     ``poly_k = 1 - clarity({u_1, u_2})`` where ``u_i`` is the (normalised) sum of the example
     embeddings in cluster i of a batched, seeded spherical 2-means (:func:`two_means`) of V_k.
@@ -262,7 +268,7 @@ def polysemanticity(
         # rank of the chosen valid example, then its position among the m slots
         rank = (r * n_valid.clamp_min(1)).long()
     for s in range(0, C, chunk):
-        v = _normalize(V[s : s + chunk])
+        v = normalize(V[s : s + chunk])
         w = torch.ones(v.shape[:2]) if valid is None else valid[s : s + chunk].float()
         vm = None if valid is None else valid[s : s + chunk]
         first = None
@@ -274,7 +280,7 @@ def polysemanticity(
                 first = (csum <= rank[s : s + chunk].unsqueeze(1)).sum(1).clamp_max(m - 1)
         assign = two_means(v, vm, first=first, n_iter=n_iter, normalized=True)
         onehot = torch.nn.functional.one_hot(assign, 2).float() * w.unsqueeze(-1)  # [b, m, 2]
-        u = _normalize(torch.bmm(onehot.transpose(1, 2), v))  # [b, 2, d] cluster sums
+        u = normalize(torch.bmm(onehot.transpose(1, 2), v))  # [b, 2, d] cluster sums
         counts = onehot.sum(1)  # [b, 2]
         cos = (u[:, 0] * u[:, 1]).sum(-1)
         p = 1.0 - cos
@@ -282,3 +288,37 @@ def polysemanticity(
         p[w.sum(1) < 2] = float("nan")
         out[s : s + chunk] = p
     return out
+
+
+def component_measures(V: torch.Tensor, theta: torch.Tensor, *, seed: int | None = 0) -> dict[str, torch.Tensor]:
+    """All per-component measures of one layer, as the Lens stores them.
+
+    V: [C, m, d] example embeddings; theta: [C, d] semantic embeddings.
+    Returns ``clarity [C]`` (eq. 7), ``polysemanticity [C]`` (eq. 10), ``max_similarity [C]``
+    (cosine to the most similar other component; NaN when C = 1) and ``nearest [C]`` (its
+    index), everything float32 / int64 on the CPU.
+    """
+    _check_V(V, None)
+    _check_theta(theta)
+    if V.shape[0] != theta.shape[0]:
+        raise ValueError(f"V has {V.shape[0]} components but theta has {theta.shape[0]}")
+    maxsim, nearest = max_similarity(theta)
+    return {
+        "clarity": clarity(V),
+        "polysemanticity": polysemanticity(V, seed=seed),
+        "max_similarity": maxsim,
+        "nearest": nearest,
+    }
+
+
+def layer_summary(measures: dict[str, torch.Tensor]) -> dict[str, float | int]:
+    """One layer's summary from :func:`component_measures`: ``n_components``, NaN-aware mean
+    ``clarity`` and ``polysemanticity``, and ``redundancy`` (eq. 9; NaN for a single
+    component)."""
+    ms = measures["max_similarity"]
+    return {
+        "n_components": int(ms.numel()),
+        "clarity": float(torch.nanmean(measures["clarity"].float())),
+        "polysemanticity": float(torch.nanmean(measures["polysemanticity"].float())),
+        "redundancy": redundancy(ms) if ms.numel() > 1 else float("nan"),
+    }

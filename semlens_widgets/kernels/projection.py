@@ -9,6 +9,8 @@ import warnings
 import numpy as np
 import torch
 
+from .vectors import normalize
+
 __all__ = ["umap_2d"]
 
 
@@ -36,8 +38,7 @@ def umap_2d(
         raise ValueError(f"a map needs at least 2 components, got {C}")
     if not torch.isfinite(theta).all():
         raise ValueError("theta contains NaN or inf: run the lens to completion before mapping")
-    x = theta.float()
-    x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    x = normalize(theta)
     if C <= 3:
         xc = x - x.mean(0, keepdim=True)
         _, _, vh = torch.linalg.svd(xc, full_matrices=False)

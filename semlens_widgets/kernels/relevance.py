@@ -1,10 +1,10 @@
-"""Component relevance and attribution graphs with Concept Relevance Propagation (DESIGN eqs. 3
-and 9; zennit-crp ``CondAttribution``).
+"""Component relevance and attribution graphs with Concept Relevance Propagation (paper:
+relevance of components for a prediction, and attribution graphs; zennit-crp ``CondAttribution``).
 
 Pure torch + zennit-crp, no disk and no UI. Conventions:
 
 - A *component* is a channel of a ``[B, C, *spatial]`` output, a unit of a ``[B, C]`` output, or
-  a feature of a ``[B, T, D]`` token map (the axes ``kernels/collect.pool_activations`` uses).
+  a feature of a ``[B, T, D]`` token map (the axes ``kernels/hooks.pool_activations`` uses).
 - Relevance is started at the target logit: CRP condition ``{"y": [t]}`` (relevance
   initialised with the logit value ``f_t(x)``) and propagated with the given zennit composite
   (the Lens uses ``kernels.lrp.make_composite(model)``, EpsilonPlusFlat with canonizers).
@@ -12,8 +12,9 @@ Pure torch + zennit-crp, no disk and no UI. Conventions:
 - Normalisation (``normalize=``): ``"none"`` keeps the raw LRP values; under a conservative rule
   their sum over the components of a layer is the relevance entering the layer (about
   ``f_t(x)`` for bias-free ReLU nets). ``"abs"`` divides each sample's vector by
-  ``sum_k |R_k(x)|`` (zennit-crp's ``abs_norm``), so every sample has unit relevance mass and
-  large-logit samples do not dominate class means; values are then shares in [-1, 1].
+  ``sum_k |R_k(x)|`` (zennit-crp's ``abs_norm``, :func:`abs_normalize`), so every sample has
+  unit relevance mass and large-logit samples do not dominate class means; values are then
+  shares in [-1, 1].
 - Without a composite (``composite=None``: a model without LRP rules, e.g. a ViT) the relevance is
   ``activation * gradient`` at the layer (a first-order Taylor term), documented as such.
 
@@ -34,13 +35,19 @@ from crp.attribution import CondAttribution
 from semlens_widgets.results import AttributionGraph
 
 from .crops import component_mask  # the CRP mask_map shared with the crops
+from .hooks import model_device, require_whole_module, resolve_layers
 
 __all__ = [
     "NORMALIZATIONS",
+    "abs_normalize",
+    "check_normalize",
     "channel_relevance",
     "component_mask",
     "component_relevance",
     "class_mean_relevance",
+    "class_samples",
+    "per_class_samples",
+    "top_classes",
     "conditional_relevance",
     "forward_order",
     "Group",
@@ -66,25 +73,27 @@ def channel_relevance(rel: torch.Tensor) -> torch.Tensor:
 
 
 def _check_layers(model: torch.nn.Module, layers: list[str]) -> None:
-    names = {n for n, _ in model.named_modules() if n}
-    if isinstance(layers, str) or not layers:
-        raise ValueError(f"layers must be a non-empty list of module names, got {layers!r}")
-    for l in layers:
-        if l not in names:
-            some = sorted(names)[:12]
-            raise ValueError(f"unknown layer {l!r}: not a module of the model (modules: {some}...)")
+    """Known modules, named as whole module outputs (what CRP records)."""
+    for spec, _ in resolve_layers(model, layers).values():
+        require_whole_module(spec)
 
 
-def _check_normalize(normalize: str) -> None:
+def check_normalize(normalize: str) -> None:
+    """Refuse a ``normalize=`` value other than :data:`NORMALIZATIONS`."""
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"unknown normalize={normalize!r}; accepted: {list(NORMALIZATIONS)}")
+
+
+def abs_normalize(R: torch.Tensor) -> torch.Tensor:
+    """Each sample's relevance vector divided by its summed absolute relevance
+    (zennit-crp's ``abs_norm``): ``R [n, C] -> R / sum_k |R_k|``, shares in [-1, 1]."""
+    return R / R.abs().sum(1, keepdim=True).clamp_min(1e-12)
 
 
 def _device_of(model: torch.nn.Module, device) -> torch.device:
     if device is not None:
         return torch.device(device)
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
+    return model_device(model) or torch.device("cpu")
 
 
 def _get(inputs: Inputs, pos: torch.Tensor) -> torch.Tensor:
@@ -121,7 +130,7 @@ def _relevance_from(attr, layer: str, composite) -> torch.Tensor:
     return channel_relevance(rel).detach().cpu()
 
 
-# --------------------------------------------------------------------------- eq. 3
+# --------------------------------------------------------------------------- relevance
 
 
 def component_relevance(
@@ -136,7 +145,8 @@ def component_relevance(
     device=None,
     progress: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Relevance of every component for a class logit, per sample: DESIGN eq. 3.
+    """Relevance of every component for a class logit, per sample (paper: relevance of a
+    component for a prediction, with CRP).
 
     ``R_k^l(x) = sum_positions CRP(x | y = t)`` at the output of component k of layer l, with
     relevance initialised at the target logit ``f_t(x)`` (condition ``{"y": [t]}``) and
@@ -150,7 +160,7 @@ def component_relevance(
     Returns dict layer -> FloatTensor [n, C_l] on the CPU.
     """
     _check_layers(model, layers)
-    _check_normalize(normalize)
+    check_normalize(normalize)
     targets = torch.as_tensor(targets, dtype=torch.int64).reshape(-1)
     n = targets.shape[0]
     dev = _device_of(model, device)
@@ -168,16 +178,14 @@ def component_relevance(
     out = {}
     for l in layers:
         R = torch.cat(chunks[l]) if n else torch.zeros(0, 0)
-        if normalize == "abs":
-            R = R / R.abs().sum(1, keepdim=True).clamp_min(1e-12)
-        out[l] = R
+        out[l] = abs_normalize(R) if normalize == "abs" else R
     return out
 
 
 def class_mean_relevance(
     per_sample: torch.Tensor, classes: torch.Tensor, num_classes: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Aggregate per-sample relevances per class (DESIGN eq. 3, aggregated).
+    """Aggregate per-sample relevances per class (relevance of a component for a class).
 
     per_sample: [n, C]; classes: LongTensor [n] in [0, num_classes).
     Returns (mean [K, C] with zero rows for classes without samples, counts LongTensor [K]).
@@ -191,7 +199,32 @@ def class_mean_relevance(
     return sums / counts.clamp_min(1).unsqueeze(1), counts
 
 
-# --------------------------------------------------------------------------- eq. 9
+def class_samples(classes: torch.Tensor, target: int, max_samples: int) -> torch.Tensor:
+    """The samples whose class (label or prediction) is ``target``: the first ``max_samples``
+    by dataset index. classes: LongTensor [N]. Returns LongTensor [<= max_samples]."""
+    return torch.nonzero(classes == target).reshape(-1)[:max_samples]
+
+
+def per_class_samples(classes: torch.Tensor, max_per_class: int) -> torch.Tensor:
+    """At most ``max_per_class`` samples of every class, the first ones by dataset index,
+    grouped by class (ascending). classes: LongTensor [N]. Returns dataset indices [n]."""
+    classes = classes.long()
+    order = torch.argsort(classes, stable=True)  # samples grouped by class, by index within
+    cls = classes[order]
+    first = torch.searchsorted(cls, cls, side="left")
+    rank = torch.arange(cls.numel()) - first  # position within its class
+    return order[rank < max_per_class]
+
+
+def top_classes(class_relevance: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every component the k classes it is most relevant for.
+
+    class_relevance: [K, C] (:func:`class_mean_relevance`). Returns ``(relevance [C, k'],
+    classes [C, k'] int64)``, ``k' = min(k, K)``, sorted descending."""
+    return torch.topk(class_relevance.T, min(k, class_relevance.shape[0]), dim=1)
+
+
+# --------------------------------------------------------------------------- attribution graph
 
 
 def conditional_relevance(
@@ -207,7 +240,7 @@ def conditional_relevance(
     device=None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Conditional relevance between two layers (DESIGN eq. 9, the edges of the graph).
+    """Conditional relevance between two layers (the edges of the paper's attribution graph).
 
     ``R_{j | G, t}(x)``: relevance of component j of layer ``lower`` when relevance started at
     logit t is only let through the components ``G`` of layer ``upper`` (CRP conditions
@@ -320,9 +353,10 @@ def build_attribution_graph(
     device=None,
     progress: bool = False,
 ) -> AttributionGraph:
-    """Attribution graph of class ``target`` over ``layers`` (DESIGN eq. 9), averaged over samples.
+    """Attribution graph of class ``target`` over ``layers`` (paper: attribution graphs),
+    averaged over samples.
 
-    1. ``R^l`` (eq. 3, raw) for all layers in one pass; every sample is scaled by
+    1. ``R^l`` (:func:`component_relevance`, raw) for all layers in one pass; every sample is scaled by
        ``s(x) = sum_k |R_k^top(x)|`` of the layer nearest the output, so each sample weighs the
        same (scaling by a per-sample constant keeps every conservation law).
     2. Components of each layer grouped by :func:`group_components`.

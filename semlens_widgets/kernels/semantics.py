@@ -1,7 +1,9 @@
-"""Semantic operations on the component embeddings (DESIGN eqs. 4-7; paper section 3).
+"""Semantic operations on the component embeddings: search (paper eq. 4), labelling, model
+comparison (paper eqs. 5/6) and the alignment audit (paper section 3.4).
 
 Pure torch, no disk, no UI. Everything is vectorised over components and chunked over them so
-that 100k components are fine. Cosine similarity ``s`` is computed on L2-normalised vectors.
+that 100k components are fine. Cosine similarity ``s`` is computed on L2-normalised vectors
+(:func:`~.vectors.normalize`).
 
 Shapes: ``theta [C, d]`` semantic embeddings of one layer, ``probes [Q, d]`` query embeddings,
 ``concepts [V, d]`` concept (text) embeddings, ``null [d]`` the empty-template embedding.
@@ -14,24 +16,23 @@ import torch
 
 from semlens_widgets.results import AUDIT_CATEGORIES
 
+from .measures import max_similarity
+from .vectors import normalize
+
 __all__ = [
-    "normalize",
     "search_scores",
     "top_hits",
+    "top_hits_over_layers",
     "Assignment",
     "assign_labels",
     "label_gaps_and_groups",
     "alignment_scores",
     "audit_categories",
+    "audit_labels",
+    "audit_summary",
     "set_similarity",
-    "nearest_neighbours",
+    "concept_overlap",
 ]
-
-
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """L2-normalise the last axis in float32 (zero vectors stay zero)."""
-    x = x.float()
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def _check(x: torch.Tensor, ndim: int, name: str, shape: str) -> None:
@@ -58,7 +59,7 @@ def search_scores(
     theta_normalized: bool = False,
     chunk: int = 65536,
 ) -> torch.Tensor:
-    """Search scores, DESIGN eq. 4 (paper eq. 4): ``s(probe, theta_k) - s(null, theta_k)``.
+    """Search scores (paper eq. 4, search): ``s(probe, theta_k) - s(null, theta_k)``.
 
     Because both terms are cosines against the same ``theta_hat_k`` the score is one product
     ``theta_hat_k . (probe_hat - null_hat)``: a single [C, d] x [d, Q] matmul.
@@ -95,9 +96,29 @@ def top_hits(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.topk(scores, min(k, scores.shape[1]), dim=1)
 
 
+def top_hits_over_layers(scores: list[torch.Tensor], k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k components per query over several layers, ranked together.
+
+    scores: one ``[Q, C_l]`` tensor per layer (search scores of the same Q queries).
+    Returns ``(values [Q, k'], components [Q, k'], layer positions [Q, k'])`` sorted descending
+    (ties keep layer order), ``k' = min(k, sum_l C_l)``; a layer position indexes ``scores``.
+    """
+    if not scores:
+        raise ValueError("scores is empty: pass one [Q, C] tensor per layer")
+    vals, comps, lays = [], [], []
+    for li, sc in enumerate(scores):
+        v, i = top_hits(sc, k)
+        vals.append(v)
+        comps.append(i)
+        lays.append(torch.full_like(i, li))
+    v, i, lay = torch.cat(vals, 1), torch.cat(comps, 1), torch.cat(lays, 1)  # [Q, sum k_l]
+    order = torch.argsort(v, dim=1, descending=True, stable=True)[:, :k]
+    return v.gather(1, order), i.gather(1, order), lay.gather(1, order)
+
+
 @dataclass
 class Assignment:
-    """Best concept per component (DESIGN eq. 5).
+    """Best concept per component (the paper's labelling, see :func:`assign_labels`).
 
     best:     LongTensor [C] index of the best concept (always a real concept index).
     score:    FloatTensor [C] ``s(best, theta) - s(null, theta)``.
@@ -119,7 +140,8 @@ def assign_labels(
     threshold: float = 0.0,
     chunk: int = 65536,
 ) -> Assignment:
-    """Labelling, DESIGN eq. 5: each component gets its best concept
+    """Labelling (paper, labelling of components with a concept set): each component gets its
+    best concept
     ``argmax_c s(c, theta_k) - s(null, theta_k)`` if that beats the empty baseline and the
     threshold, i.e. if it is ``> max(0, threshold)``; otherwise no label.
 
@@ -162,7 +184,7 @@ def label_gaps_and_groups(
 def alignment_scores(
     theta: torch.Tensor, concepts: torch.Tensor, null: torch.Tensor, *, chunk: int = 65536
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Audit alignment, DESIGN eq. 7 (paper section 3.4):
+    """Alignment of the audit (paper section 3.4, auditing):
     ``a_k = max_{v in concepts} s(v, theta_k) - s(null, theta_k)``.
 
     Used once with the valid and once with the spurious concept set.
@@ -179,7 +201,7 @@ if set(_CATEGORY_BY_CODE.values()) != set(AUDIT_CATEGORIES):  # keep in sync wit
 
 
 def audit_categories(a_valid: torch.Tensor, a_spur: torch.Tensor, tau: float = 0.0) -> list[str]:
-    """Audit category per component (DESIGN eq. 7).
+    """Audit category per component (paper section 3.4, auditing).
 
     With ``hv = a_valid > tau`` and ``hs = a_spur > tau``: ``valid`` if only hv, ``spurious`` if
     only hs, ``both`` if hv and hs, ``unexpected`` if neither (the component aligns with no
@@ -193,34 +215,63 @@ def audit_categories(a_valid: torch.Tensor, a_spur: torch.Tensor, tau: float = 0
     return [names[c] for c in code.tolist()]
 
 
-def nearest_neighbours(
-    a: torch.Tensor, b: torch.Tensor, *, chunk: int | None = None
+def audit_labels(
+    a_valid: torch.Tensor, best_valid: torch.Tensor, a_spur: torch.Tensor, best_spur: torch.Tensor,
+    n_valid: int, tau: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best cosine match in ``b`` for every row of ``a`` (chunked: memory ``chunk x Cb``, by
-    default about 256 MB).
+    """The audit's label of each component: the best of the valid and spurious concepts.
 
-    a: [Ca, d]; b: [Cb, d]. Returns (cosine [Ca] float32, index into b [Ca] int64)."""
-    _check(a, 2, "a", "[Ca, d]")
-    _check(b, 2, "b", "[Cb, d]")
-    _check_dims(a, ("b", b))
-    if a.shape[0] == 0 or b.shape[0] == 0:
-        raise ValueError(f"cannot match empty sets of components ({a.shape[0]} vs {b.shape[0]})")
-    bn = normalize(b)
-    chunk = chunk or max(1, 64 * 2**20 // b.shape[0])
-    vals = torch.empty(a.shape[0])
-    idx = torch.empty(a.shape[0], dtype=torch.int64)
-    for s in range(0, a.shape[0], chunk):
-        v, i = (normalize(a[s : s + chunk]) @ bn.T).max(1)
-        vals[s : s + chunk], idx[s : s + chunk] = v, i
-    return vals, idx
+    a_valid/best_valid, a_spur/best_spur: [C] from :func:`alignment_scores`; concepts are indexed
+    as ``valid + spurious`` (spurious ones shifted by ``n_valid``).
+    Returns ``(concept index [C] int64 into valid + spurious, labelled [C] bool: the better
+    alignment is > tau)``.
+    """
+    use_spur = a_spur > a_valid
+    best = torch.where(use_spur, best_spur + int(n_valid), best_valid)
+    return best, torch.maximum(a_valid, a_spur) > tau
+
+
+def audit_summary(categories: list[str], relevance: torch.Tensor) -> dict[str, list]:
+    """Per audit category (in :data:`AUDIT_CATEGORIES` order) the number of components, their
+    summed positive relevance and its share of the total positive relevance (0 when there is
+    none). categories: length C; relevance: [C]. Returns columns ``category, n_components,
+    relevance, share`` as lists."""
+    if len(categories) != relevance.shape[0]:
+        raise ValueError(f"{len(categories)} categories for {relevance.shape[0]} relevances")
+    pos = relevance.double().clamp_min(0)
+    codes = torch.tensor([AUDIT_CATEGORIES.index(c) for c in categories], dtype=torch.int64)
+    n = torch.bincount(codes, minlength=len(AUDIT_CATEGORIES))
+    rel = torch.zeros(len(AUDIT_CATEGORIES), dtype=torch.float64).index_add_(0, codes, pos)
+    total = float(rel.sum())
+    share = (rel / total).tolist() if total > 0 else [0.0] * len(AUDIT_CATEGORIES)
+    return {"category": list(AUDIT_CATEGORIES), "n_components": n.tolist(), "relevance": rel.tolist(),
+            "share": share}
 
 
 def set_similarity(a: torch.Tensor, b: torch.Tensor, *, chunk: int | None = None) -> float:
-    """Model similarity, DESIGN eq. 6 (paper eqs. 5/6):
+    """Model similarity (paper eqs. 5/6, comparing models):
     ``S(M -> N) = mean_{theta in M} max_{theta' in N} cos(theta, theta')``.
 
     Asymmetric: how much of M's knowledge is found in N. a: [Ca, d] (M), b: [Cb, d] (N);
     Ca and Cb may differ (other layers, other architectures). Returns a float in [-1, 1].
     """
-    vals, _ = nearest_neighbours(a, b, chunk=chunk)
+    vals, _ = max_similarity(a, b, chunk=chunk)
     return float(vals.mean())
+
+
+def concept_overlap(
+    concepts: list[str], groups_a: dict[str, list[int]], groups_b: dict[str, list[int]]
+) -> tuple[list[str], list[str], list[str], list[int], list[int]]:
+    """Which labelled concepts two layers share (comparing models by their labels,
+    NetDissect-style counts).
+
+    groups_a/groups_b: concept -> labelled component ids (from :func:`label_gaps_and_groups`).
+    Returns ``(shared, unique_a, unique_b, count_a, count_b)``: concepts carried by both / only
+    A / only B, in ``concepts`` order, and per concept the number of components in A and B.
+    """
+    shared = [c for c in concepts if c in groups_a and c in groups_b]
+    unique_a = [c for c in concepts if c in groups_a and c not in groups_b]
+    unique_b = [c for c in concepts if c in groups_b and c not in groups_a]
+    count_a = [len(groups_a.get(c, [])) for c in concepts]
+    count_b = [len(groups_b.get(c, [])) for c in concepts]
+    return shared, unique_a, unique_b, count_a, count_b

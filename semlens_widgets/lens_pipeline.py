@@ -1,0 +1,455 @@
+"""The pipeline of a Lens: collect, crop and embed every layer, stored and resumable.
+
+1. collection (paper: concept examples, the selection): one pass over the data for all layers
+   at once (:func:`~semlens_widgets.kernels.collect.collect_topm`) -> per component the top-m
+   sample indices and pooled activations, plus per-sample labels, predictions and the number
+   of classes;
+2. crops (concept examples, the crop): per chunk of components, the crop boxes ``[C, m, 4]``
+   (CRP heatmaps, upsampled activation maps or the full image) -- boxes, not pixels: crops are
+   re-made on demand from the dataset;
+3. embedding (paper: semantic embedding): per chunk, the crops of the display images resized
+   to the foundation model's input size and embedded -> ``V [C, m, d]`` and ``theta [C, d]``.
+
+Every result is written to the store under the keys and fingerprints of
+:mod:`semlens_widgets.lens_keys`. Steps 2 and 3 save one chunk (``chunk_size`` components) at a
+time, so an interrupted run resumes from the last finished chunk; a rerun with identical inputs
+loads everything without calling the model.
+
+Where the work to come plugs in (one place each):
+
+- the LRP set-up (``Lens(composite=, canonizers=)``): :func:`lrp_setup` builds it (the Lens
+  calls it before anything is written), its id goes into the boxes' fingerprint
+  (``crop_setup``), :meth:`Pipeline.heatmaps_of` and the attribution part use
+  ``pipeline.composite``;
+- checkpoints of the collection pass (``checkpoint_every``): :meth:`Pipeline._collect` is the
+  only caller of ``collect_topm``, whose running state (``kernels.collect.RunningTopM``) is
+  what a checkpoint saves;
+- sharded runs (torch.distributed): the dataset shard goes into ``_collect`` (a sampler over the
+  rank's indices, then ``merge_topm`` of the all-gathered results); component shards go into
+  :func:`cached_in_chunks` (each rank computes its chunks, one rank writes);
+- lazy reads of big entries: :meth:`Pipeline._load` is the one place results are read back.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from semlens_widgets.lens_checks import is_int
+from semlens_widgets.lens_data import DataView
+from semlens_widgets.lens_keys import Entry, PipelineKeys
+from semlens_widgets.lens_layers import LayerSet
+from semlens_widgets.results import ComponentExamples, TopM
+from semlens_widgets.store import Store
+
+__all__ = ["CROP_MODES", "REL_THRESHOLD", "PipelineConfig", "Pipeline", "LrpSetup", "lrp_setup", "cached_in_chunks"]
+
+CROP_MODES = ("crp", "activation", "full")
+REL_THRESHOLD = 0.01  # crop box: pixels with relevance >= 1% of the max
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The settings of the steps (validated by the Lens).
+
+    m: concept examples per component; crop_mode: one of :data:`CROP_MODES`; pooling: one of
+    ``kernels.hooks.POOLINGS``; batch_size / num_workers: DataLoader of the collection pass
+    (batch_size is also the batch of crops and embeddings); chunk_size: components per
+    resumable chunk; crop_size: default side of :meth:`Pipeline.crops` (None: the foundation
+    model's input side); progress: tqdm bars.
+    """
+
+    m: int
+    crop_mode: str
+    pooling: str
+    batch_size: int
+    num_workers: int
+    chunk_size: int
+    crop_size: int | None
+    progress: bool
+
+
+@dataclass(frozen=True)
+class LrpSetup:
+    """The LRP set-up of a model: a zennit composite (None: no LRP rules, relevance falls back
+    to activation x gradient) and its id in the fingerprints of the results it shapes."""
+
+    composite: Any
+    id: str | None
+
+
+def lrp_setup(model: nn.Module, crop_mode: str) -> LrpSetup:
+    """The LRP set-up of ``model`` for the crops and the relevance.
+
+    The composite is made for the architecture (``kernels.lrp.make_composite``) when zennit has
+    rules for every module, else None. ``crop_mode="crp"`` without LRP rules raises, naming the
+    unsupported modules. A user-supplied composite / canonizers replace the default here.
+    """
+    from semlens_widgets.kernels.lrp import make_composite, supports_lrp, unsupported_modules
+
+    if not supports_lrp(model):
+        if crop_mode == "crp":
+            raise ValueError(
+                f"crop='crp' needs LRP rules, which {type(model).__name__} does not support "
+                f"(no rule for modules {unsupported_modules(model)[:5]}; e.g. ViTs or unknown "
+                f"ops); use crop='activation' (upsampled activation maps) or crop='full'"
+            )
+        return LrpSetup(None, None)
+    return LrpSetup(make_composite(model), "epsilon_plus_flat")
+
+
+def cached_in_chunks(store: Store, entry: Entry, n: int, size: int, compute: Callable[[int, int], dict],
+                     assemble: Callable[[list[dict]], dict], *, desc: str, progress: bool,
+                     meta: dict | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of ``entry``: loaded, or computed in resumable chunks of ``size`` of ``n``
+    items (``compute(a, b)``, checkpointed under ``entry.key/chunk<a>-<b>``), assembled into the
+    final entry (``assemble(parts)``), saved, and the checkpoints dropped."""
+
+    def run() -> dict[str, torch.Tensor]:
+        parts = store.chunked(entry.key, entry.fingerprint, n, size, compute, desc=desc, progress=progress)
+        return assemble(parts)
+
+    got = store.cached(entry.key, entry.fingerprint, run, meta=meta)
+    store.drop_chunks(entry.key)
+    return got
+
+
+def _sorted_batches(flat_idx: torch.Tensor, batch: int):
+    """Yield ``(pos, uniq, inv)`` over batches of flat positions sorted by sample index, so
+    that each batch loads each distinct sample once: ``flat_idx[pos] == uniq[inv]``."""
+    order = torch.argsort(flat_idx, stable=True)
+    for s in range(0, order.numel(), batch):
+        pos = order[s : s + batch]
+        uniq, inv = torch.unique(flat_idx[pos], return_inverse=True)
+        yield pos, uniq, inv
+
+
+class Pipeline:
+    """Collect, crop and embed the layers of a model over a dataset; holds the results.
+
+    model: already on ``device`` and in eval mode; data: the :class:`DataView` of the dataset;
+    fm: the foundation model; layers: the :class:`LayerSet`; store: where results live;
+    model_fingerprint: of the model's parameters and buffers; lrp: the :class:`LrpSetup` of the
+    crops and relevance; class_names: names of the model's outputs (or None).
+    Implements :class:`~semlens_widgets.protocols.ComponentSource` and
+    :class:`~semlens_widgets.protocols.ModelSource` for the Lens's parts.
+    """
+
+    def __init__(self, model: nn.Module, data: DataView, fm: Any, layers: LayerSet, config: PipelineConfig,
+                 store: Store, device: torch.device, model_fingerprint: str, lrp: LrpSetup,
+                 class_names: list[str] | None = None):
+        self.model = model
+        self.class_names = class_names
+        self.data = data
+        self.fm = fm
+        self.layers = layers
+        self.config = config
+        self.store = store
+        self.device = device
+        self.composite = lrp.composite
+        crp = config.crop_mode == "crp"
+        self.keys = PipelineKeys(
+            model=model_fingerprint, dataset=data.fingerprint, layers=tuple(layers.names), m=config.m,
+            pooling=config.pooling, crop_mode=config.crop_mode,
+            crop_setup=(REL_THRESHOLD, lrp.id if crp else None,
+                        # CRP starts at the peak neuron for max poolings (crops.crp_heatmaps)
+                        ("peak" if config.pooling in ("max", "absmax") else "map") if crp else None,
+                        config.pooling if config.crop_mode == "activation" else None),
+            fm=dict(fm.identity), display=data.display_id, crop_side=self.crop_side,
+        )
+        self.ran = False
+        self._topm: dict[str, TopM] = {}
+        self._boxes: dict[str, torch.Tensor] = {}   # layer -> [C, m_eff, 4] int64
+        self._V: dict[str, torch.Tensor] = {}       # layer -> [C, m_eff, d] float16
+        self._theta: dict[str, torch.Tensor] = {}   # layer -> [C, d] float32
+        self._samples: dict[str, Any] = {}
+
+    @property
+    def crop_side(self) -> int:
+        """The foundation model's input side: crops are resized to it for embedding."""
+        s = self.fm.image_size
+        return int(s) if isinstance(s, int) else int(max(s))
+
+    # ====================================================================== run
+    def run(self, on_step: Callable[[str, str | None, float], Any] | None = None) -> None:
+        """Collect, crop and embed every layer (loading what the store holds); see
+        :meth:`semlens_widgets.lens.Lens.run`."""
+        from tqdm.auto import tqdm
+
+        def step(name: str, layer: str | None, fn, *args) -> None:
+            t = time.perf_counter()
+            fn(*args)
+            if on_step is not None:
+                on_step(name, layer, time.perf_counter() - t)
+
+        bars = not self.config.progress or len(self.layers) < 2
+        step("collect", None, self._collect)
+        for layer in tqdm(self.layers.names, desc="crops", disable=bars, unit="layer"):
+            step("crops", layer, self._run_boxes, layer)
+        if self.config.crop_mode == "full":
+            step("embed", None, self._embed_full)
+        else:
+            for layer in tqdm(self.layers.names, desc="embeddings", disable=bars, unit="layer"):
+                step("embed", layer, self._embed, layer)
+        self.ran = True
+
+    def _load(self, entry: Entry) -> dict[str, torch.Tensor] | None:
+        """The one place stored results are read back."""
+        return self.store.load(entry.key, entry.fingerprint)
+
+    # ---------------------------------------------------------------- step 1: collection
+    def _collect(self) -> None:
+        layers = self.layers.names
+        entries = {layer: self.keys.collect(layer) for layer in layers}
+        samples_entry = self.keys.samples()
+        samples = self._load(samples_entry)
+        missing = []
+        for layer, entry in entries.items():
+            got = self._load(entry)
+            if got is None:
+                missing.append(layer)
+            else:
+                meta = self.store.meta(entry.key)["meta"]
+                self._topm[layer] = TopM(got["indices"], got["values"], int(meta["m"]), int(meta["n_seen"]))
+        if missing or samples is None:
+            from semlens_widgets.kernels.collect import collect_topm
+
+            cfg = self.config
+            res = collect_topm(
+                self.model, self.data.dataset, missing or layers[:1], cfg.m, pooling=cfg.pooling,
+                batch_size=cfg.batch_size, num_workers=cfg.num_workers, device=self.device, progress=cfg.progress,
+            )
+            for layer, topm in res.topm.items():
+                entry = entries[layer]
+                self.store.save(
+                    entry.key, {"indices": topm.indices.long(), "values": topm.values.float()}, entry.fingerprint,
+                    meta={"m": topm.m, "n_seen": topm.n_seen, "shape": list(res.shapes.get(layer, ())),
+                          "pooling": cfg.pooling},
+                )
+                self._topm[layer] = TopM(topm.indices.long().cpu(), topm.values.float().cpu(), topm.m, topm.n_seen)
+            samples = {"n_samples": torch.tensor([res.n_samples])}
+            if res.labels is not None:
+                samples["labels"] = res.labels.long().cpu()
+            if res.predictions is not None:
+                samples["predictions"] = res.predictions.long().cpu()
+            self.store.save(samples_entry.key, samples, samples_entry.fingerprint,
+                            meta={"n_samples": res.n_samples, "num_classes": res.num_classes})
+        meta = self.store.meta(samples_entry.key)["meta"]
+        self._samples = {
+            "labels": samples.get("labels"),
+            "predictions": samples.get("predictions"),
+            "n_samples": int(meta["n_samples"]),
+            "num_classes": meta.get("num_classes"),
+        }
+        nc, names = self._samples["num_classes"], self.class_names
+        if names is not None and nc is not None and len(names) != nc:
+            warnings.warn(f"class_names has {len(names)} entries but the model outputs {nc} classes", stacklevel=5)
+
+    # ---------------------------------------------------------------- step 2: crops (boxes)
+    def _run_boxes(self, layer: str) -> None:
+        entry = self.keys.boxes(layer)
+        idx = self._topm[layer].indices  # [C, m_eff]
+        C, me = idx.shape
+        if self.config.crop_mode == "full":
+            _, h, w = self.data.input_shape
+            full = torch.tensor([0, 0, w, h], dtype=torch.long).expand(C, me, 4).clone()
+            got = self.store.cached(entry.key, entry.fingerprint, lambda: {"boxes": full},
+                                    meta={"crop_mode": self.config.crop_mode})
+        else:
+            got = cached_in_chunks(
+                self.store, entry, C, self.config.chunk_size,
+                lambda a, b: {"boxes": self._compute_boxes(layer, idx[a:b], torch.arange(a, b))},
+                lambda parts: {"boxes": torch.cat([p["boxes"] for p in parts])},
+                desc=f"crops {layer}", progress=self.config.progress, meta={"crop_mode": self.config.crop_mode},
+            )
+        self._boxes[layer] = got["boxes"].long()
+
+    def heatmaps_of(self, layer: str, x: torch.Tensor, comps: torch.Tensor) -> torch.Tensor:
+        """``x [n, C, H, W]`` model inputs (on the device), ``comps [n]`` -> heatmaps ``[n, H, W]``
+        (CRP relevance for ``crop="crp"``, else the upsampled activation map)."""
+        from semlens_widgets.kernels.crops import activation_heatmaps, crp_heatmaps
+
+        if self.config.crop_mode == "crp":
+            return crp_heatmaps(self.model, x, layer, comps, self.composite, pooling=self.config.pooling)
+        return activation_heatmaps(self.model, x, layer, comps, self.config.pooling)
+
+    def _compute_boxes(self, layer: str, idx: torch.Tensor, comps: torch.Tensor) -> torch.Tensor:
+        """Boxes of the concept examples ``idx [c, me]`` of components ``comps [c]`` -> ``[c, me, 4]``."""
+        from semlens_widgets.kernels.crops import boxes_from_heatmaps
+
+        c, me = idx.shape
+        flat_idx = idx.reshape(-1)
+        flat_comp = comps[:, None].expand(c, me).reshape(-1)
+        out = torch.empty(flat_idx.numel(), 4, dtype=torch.long)
+        for pos, uniq, inv in _sorted_batches(flat_idx, self.config.batch_size):
+            x = self.data.model_inputs(uniq).to(self.device)[inv.to(self.device)]
+            heat = self.heatmaps_of(layer, x, flat_comp[pos])
+            out[pos] = boxes_from_heatmaps(heat, rel_threshold=REL_THRESHOLD).long().cpu()
+        return out.view(c, me, 4)
+
+    # ---------------------------------------------------------------- step 3: embeddings
+    def _embed_crops(self, idx: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Embed the crops ``boxes [n, 4]`` of samples ``idx [n]`` -> ``[n, d]`` float16.
+
+        Each distinct sample of a batch is loaded once; crops are resized to the foundation
+        model's input side on its device and encoded in one call per batch."""
+        from semlens_widgets.kernels.crops import crop_resize
+
+        out = torch.empty(idx.numel(), int(self.fm.dim), dtype=torch.float16)
+        dev = getattr(self.fm, "device", torch.device("cpu"))
+        bs = int(getattr(self.fm, "batch_size", self.config.batch_size))
+        for pos, uniq, inv in _sorted_batches(idx, bs):
+            imgs = self.data.images(uniq).to(dev)
+            crops = crop_resize(imgs[inv.to(dev)], boxes[pos].to(dev), self.crop_side)
+            out[pos] = self.fm.encode_images(crops).to(torch.float16)
+        return out
+
+    @staticmethod
+    def _with_theta(V: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``V [C, m_eff, d]`` -> the ``embed`` entry: V (float16) and theta (the semantic
+        embedding, float32)."""
+        from semlens_widgets.kernels.embed import semantic_embedding
+
+        return {"V": V.to(torch.float16), "theta": semantic_embedding(V.float(), None).float()}
+
+    def _keep_embed(self, layer: str, got: dict[str, torch.Tensor]) -> None:
+        self._V[layer], self._theta[layer] = got["V"].to(torch.float16), got["theta"].float()
+
+    def _embed_meta(self) -> dict:
+        return {"fm": self.fm.identity.get("name")}
+
+    def _embed(self, layer: str) -> None:
+        idx, boxes = self._topm[layer].indices, self._boxes[layer]
+        C, me = idx.shape
+
+        def compute(a: int, b: int) -> dict:
+            v = self._embed_crops(idx[a:b].reshape(-1), boxes[a:b].reshape(-1, 4))
+            return {"V": v.view(b - a, me, -1)}
+
+        got = cached_in_chunks(
+            self.store, self.keys.embed(layer), C, self.config.chunk_size, compute,
+            lambda parts: self._with_theta(torch.cat([p["V"] for p in parts])),
+            desc=f"embed {layer}", progress=self.config.progress, meta=self._embed_meta(),
+        )
+        self._keep_embed(layer, got)
+
+    def _embed_full(self) -> None:
+        """``crop="full"``: embed each distinct sample of all layers once, then gather."""
+        todo = []
+        for layer in self.layers.names:
+            got = self._load(self.keys.embed(layer))
+            if got is None:
+                todo.append(layer)
+            else:
+                self._keep_embed(layer, got)
+        if not todo:
+            return
+        uniq = torch.unique(torch.cat([self._topm[layer].indices.reshape(-1) for layer in todo]))  # sorted
+        _, h, w = self.data.input_shape
+        full = torch.tensor([0, 0, w, h], dtype=torch.long)
+        chunks = self.keys.sample_embeddings(uniq)
+
+        def compute(a: int, b: int) -> dict:
+            part = uniq[a:b]
+            return {"E": self._embed_crops(part, full.expand(part.numel(), 4))}
+
+        size = self.config.chunk_size * max(self.config.m, 1)
+        parts = self.store.chunked(chunks.key, chunks.fingerprint, uniq.numel(), size, compute,
+                                   desc="embed samples", progress=self.config.progress)
+        E = torch.cat([p["E"] for p in parts])  # [U, d] float16
+        for layer in todo:
+            idx = self._topm[layer].indices
+            got = self._with_theta(E[torch.searchsorted(uniq, idx.reshape(-1))].view(*idx.shape, -1))
+            entry = self.keys.embed(layer)
+            self.store.save(entry.key, got, entry.fingerprint, meta=self._embed_meta())
+            self._keep_embed(layer, got)
+        self.store.drop_chunks(chunks.key)
+
+    # ====================================================================== results
+    def require_run(self) -> None:
+        if not self.ran:
+            raise RuntimeError("the Lens has no results yet: call lens.run() first (it loads stored results)")
+
+    def samples(self, what: str) -> Any:
+        """``labels`` / ``predictions`` ([N] or None), ``n_samples``, ``num_classes`` of the
+        collection pass."""
+        self.require_run()
+        return self._samples[what]
+
+    @property
+    def sample_labels(self) -> torch.Tensor | None:
+        return self.samples("labels")
+
+    @property
+    def sample_predictions(self) -> torch.Tensor | None:
+        return self.samples("predictions")
+
+    @property
+    def num_classes(self) -> int | None:
+        """K of the model's [B, K] output (known after the collection pass); else
+        len(class_names); None when neither is known."""
+        if self.ran and self._samples.get("num_classes") is not None:
+            return int(self._samples["num_classes"])
+        if self.class_names is not None:
+            return len(self.class_names)
+        self.require_run()
+        return None
+
+    def model_inputs(self, indices: Any) -> torch.Tensor:
+        return self.data.model_inputs(indices)
+
+    def topm(self, layer: str) -> TopM:
+        self.require_run()
+        return self._topm[self.layers.check(layer)]
+
+    def num_components(self, layer: str) -> int:
+        return self.topm(layer).num_components
+
+    def check_component(self, layer: str, k: Any) -> int:
+        if isinstance(k, torch.Tensor) and k.numel() == 1 and not k.is_floating_point():
+            k = int(k)
+        n = self.num_components(layer)
+        if not is_int(k):
+            raise TypeError(f"component index must be an int, got {k!r} ({type(k).__name__})")
+        if not 0 <= int(k) < n:
+            raise IndexError(f"component {k} out of range for layer {layer!r}: it has {n} components (0..{n - 1})")
+        return int(k)
+
+    def examples(self, layer: str, k: Any) -> ComponentExamples:
+        t = self.topm(layer)
+        k = self.check_component(layer, k)
+        return ComponentExamples(layer, k, t.indices[k].clone(), t.values[k].clone())
+
+    def boxes(self, layer: str) -> torch.Tensor:
+        self.require_run()
+        return self._boxes[self.layers.check(layer)].clone()
+
+    def crops(self, layer: str, k: Any, size: int | None = None) -> torch.Tensor:
+        from semlens_widgets.kernels.crops import crop_resize
+        ex = self.examples(layer, k)
+        if size is not None and (not is_int(size) or size < 1):
+            raise ValueError(f"size must be None or an int >= 1, got {size!r}")
+        side = int(size or self.config.crop_size or self.crop_side)
+        crops = crop_resize(self.data.images(ex.indices), self._boxes[layer][ex.component], side)
+        return (crops.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+    def heatmaps(self, layer: str, k: Any) -> torch.Tensor:
+        ex = self.examples(layer, k)
+        _, h, w = self.data.input_shape
+        if self.config.crop_mode == "full":
+            return torch.ones(len(ex), h, w)
+        x = self.data.model_inputs(ex.indices).to(self.device)
+        comps = torch.full((len(ex),), ex.component, dtype=torch.long)
+        return self.heatmaps_of(layer, x, comps).detach().float().cpu()
+
+    def embeddings(self, layer: str) -> torch.Tensor:
+        self.require_run()
+        return self._theta[self.layers.check(layer)].clone()
+
+    def example_embeddings(self, layer: str) -> torch.Tensor:
+        self.require_run()
+        return self._V[self.layers.check(layer)].float()
