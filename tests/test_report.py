@@ -1,9 +1,9 @@
-"""The standalone HTML report (semlens_widgets/report.py).
+"""The standalone HTML report (the package semlens_widgets/report/).
 
-Structure and escaping run against a small stand-in lens (tests/_report_fake.py) so they do
-not depend on a model; the browser test opens the file in Debian's Chromium from a file:// URL
-with the network off and checks that the bokeh plots draw. ``test_report_on_demo_world`` runs
-the real Lens on the demo world when it is available.
+Structure and escaping run against the test double of the LensLike protocol
+(tests/_fake_lens.py) so they do not depend on a model; the browser test opens the file in
+Debian's Chromium from a file:// URL with the network off and checks that the bokeh plots draw.
+``test_report_on_demo_world`` runs the real Lens on the demo world.
 """
 from __future__ import annotations
 
@@ -15,18 +15,26 @@ from pathlib import Path
 
 import pytest
 
-from _report_fake import CONCEPTS, XSS, XSS_CLASS, FakeLens
+from _fake_lens import CONCEPTS as FAKE_CONCEPTS
+from _fake_lens import XSS, XSS_CLASS, FakeLens
 from semlens_widgets.report import render_report, write_report
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
-AUDIT = {"valid": ["dog", "cat"], "spurious": ["watermark", XSS], "target": 1}
+QUOTED = 'a & b "quoted"'
+CONCEPTS = FAKE_CONCEPTS + [QUOTED]  # QUOTED labels no component: it shows in the gaps
+AUDIT = {"valid": ["star", "circle"], "spurious": ["watermark", XSS], "target": 4}
+
+
+def _lens(**kw) -> FakeLens:
+    """The fake with five classes (class 4 is named XSS_CLASS: the audited class)."""
+    return FakeLens(n_classes=5, **kw)
 
 
 def _full_report(tmp_path, **kw):
-    lens = FakeLens()
-    args = dict(queries=["dog", XSS], audit=AUDIT, concepts=CONCEPTS, k=5, progress=False)
+    lens = _lens()
+    args = dict(queries=["star", XSS], audit=AUDIT, concepts=CONCEPTS, k=5, progress=False)
     args.update(kw)
     path = write_report(lens, tmp_path / "report.html", **args)
     return lens, path, path.read_text(encoding="utf-8")
@@ -60,9 +68,9 @@ def test_report_has_every_section_and_plot(tmp_path):
     root_names = {r["attributes"].get("name") for r in doc["roots"]}
     assert root_names == {"semlens_map", "semlens_audit", "semlens_measures"}
     # every number comes from the lens
-    for method in ("map", "search", "crops", "audit", "label", "measures", "redundancy", "images"):
-        assert lens.calls.get(method, 0) > 0, method
-    assert lens.calls["search"] == 2 and lens.calls["measures"] == len(lens.layers)
+    for method in ("map", "search", "crops", "audit", "label", "measures", "measures_summary", "images"):
+        assert lens.count(method) > 0, method
+    assert lens.count("search") == 2 and lens.count("measures_summary") == 1
 
 
 def test_search_results_are_ranked_with_thumbnails(tmp_path):
@@ -103,34 +111,38 @@ def test_no_external_resources(tmp_path):
 
 
 def test_optional_sections_are_left_out(tmp_path):
-    lens = FakeLens()
+    lens = _lens()
     page = render_report(lens, progress=False)
     body = _body(page)
     assert '<section id="map">' in body and '<section id="measures">' in body
     assert '<section id="search">' not in body and '<section id="audit">' not in body
-    assert "audit" not in lens.calls and "search" not in lens.calls
+    assert lens.count("audit") == 0 and lens.count("search") == 0
 
 
 def test_audit_section_shows_summary_and_spurious_samples(tmp_path):
-    _, _, page = _full_report(tmp_path)
+    lens, _, page = _full_report(tmp_path)
     body = _body(page)
     audit = body[body.index('<section id="audit">') : body.index('<section id="measures">')]
     assert "Per-category summary" in audit
     for col in ("category", "n_components", "relevance", "share"):
         assert f"<th>{col}</th>" in audit
-    # the planted spurious component of the fake (3, relevance 0.4) comes first
-    first = re.search(r'<div class="spurious"><div><b>layer4 #(\d+)</b>', audit)
-    assert first and first.group(1) == "3"
-    assert "dataset indices: 3, 4, 5, 6, 7 (+3 more)" in audit
+    # the most relevant spurious component of the audit comes first, with its samples
+    res = lens.audit(AUDIT["valid"], AUDIT["spurious"], "block4", AUDIT["target"])
+    spur = res.table[res.table.category.isin(["spurious", "both"])].sort_values("relevance", ascending=False)
+    top = int(spur.component.iloc[0])
+    first = re.search(r'<div class="spurious"><div><b>block4 #(\d+)</b>', audit)
+    assert first and int(first.group(1)) == top
+    idx = res.spurious_samples[top].tolist()
+    assert f"dataset indices: {', '.join(map(str, idx[:5]))} (+{len(idx) - 5} more)" in audit
 
 
 def test_audit_can_be_given_precomputed_and_on_another_layer(tmp_path):
-    lens = FakeLens()
-    res = lens.audit(valid=["dog"], spurious=["watermark"], layer="layer3", target=0)
-    n_before = lens.calls["audit"]
-    page = render_report(lens, audit=res, layer="layer4", progress=False)
-    assert lens.calls["audit"] == n_before  # not recomputed
-    assert "Audit of cat (class 0) in layer3" in page
+    lens = _lens()
+    res = lens.audit(valid=["star"], spurious=["watermark"], layer="block3", target=0)
+    n_before = lens.count("audit")
+    page = render_report(lens, audit=res, layer="block4", progress=False)
+    assert lens.count("audit") == n_before  # not recomputed
+    assert "Audit of star-class (class 0) in block3" in page
 
 
 def test_measures_table_per_layer(tmp_path):
@@ -139,8 +151,8 @@ def test_measures_table_per_layer(tmp_path):
     table = re.search(r'<table class="data measures">(.*?)</table>', body, re.S).group(1)
     for col in ("layer", "components", "mean clarity", "mean polysemanticity", "redundancy"):
         assert f"<th>{col}</th>" in table
-    assert "<td>layer3</td><td>12</td>" in table and "<td>layer4</td><td>16</td>" in table
-    assert "<td>0.620</td>" in table and "<td>0.660</td>" in table  # redundancy of the fake
+    assert "<td>block3</td><td>8</td>" in table and "<td>block4</td><td>12</td>" in table
+    assert "<td>0.580</td>" in table and "<td>0.620</td>" in table  # redundancy of the fake: 0.5 + C/100
 
 
 # ---------------------------------------------------------------------------- escaping
@@ -155,7 +167,7 @@ def test_user_strings_are_escaped_everywhere(tmp_path):
     assert f'<q class="query-text">{esc}</q>' in body  # the query
     assert f'<span class="concept">{esc}</span>' in body  # the spurious concept list
     assert html.escape(XSS_CLASS, quote=True) in body  # the class name
-    assert "a &amp; b &quot;quoted&quot;" in body
+    assert html.escape(QUOTED, quote=True) in body
     # in the bokeh data the label is kept as data (bokeh escapes @label in tooltips)
     doc = json.dumps(_docs_json(page))
     assert json.dumps(XSS)[1:-1] in doc
@@ -163,7 +175,7 @@ def test_user_strings_are_escaped_everywhere(tmp_path):
 
 
 def test_title_is_escaped(tmp_path):
-    page = render_report(FakeLens(), title="<b>my</b> report", progress=False)
+    page = render_report(_lens(), title="<b>my</b> report", progress=False)
     assert "<b>my</b>" not in page
     assert "&lt;b&gt;my&lt;/b&gt; report" in page
 
@@ -172,7 +184,7 @@ def test_title_is_escaped(tmp_path):
 
 
 def test_bad_arguments_name_the_value(tmp_path):
-    lens = FakeLens()
+    lens = _lens()
     with pytest.raises(ValueError, match="layer='nope'"):
         render_report(lens, layer="nope", progress=False)
     with pytest.raises(ValueError, match="missing \\['target'\\]"):
@@ -184,7 +196,7 @@ def test_bad_arguments_name_the_value(tmp_path):
 
 
 def test_write_is_atomic(tmp_path):
-    lens = FakeLens()
+    lens = _lens()
     path = write_report(lens, tmp_path / "out" / "r.html", progress=False)
     before = path.read_bytes()
     with pytest.raises(TypeError):
@@ -197,22 +209,25 @@ def test_write_is_atomic(tmp_path):
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        write_report(Boom(), path, progress=False)
+        write_report(Boom(n_classes=5), path, progress=False)
     assert path.read_bytes() == before and sorted(os.listdir(path.parent)) == ["r.html"]
     with pytest.raises(IsADirectoryError):
         write_report(lens, tmp_path, progress=False)
 
 
+def test_report_file_is_readable_by_others(tmp_path):
+    path = write_report(_lens(), tmp_path / "r.html", progress=False)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 def test_large_layer_limits_hover_thumbnails(tmp_path):
-    lens = FakeLens(sizes={"big": 300})
+    lens = FakeLens({"big": 300})
     render_report(lens, map_thumbs=20, progress=False)
-    assert lens.calls["crops"] == 20
+    assert lens.count("crops") == 20
 
 
 def test_lens_report_delegates_here(tmp_path, monkeypatch):
-    lens_mod = pytest.importorskip("semlens_widgets.lens", reason="semlens_widgets.lens not written yet")
-    if not hasattr(lens_mod.Lens, "report"):
-        pytest.skip("Lens.report(path, **kw) is not there yet (lens.py should call report.write_report)")
+    import semlens_widgets.lens as lens_mod
     import semlens_widgets.report as report_mod
 
     seen = {}
@@ -233,10 +248,6 @@ def test_lens_report_delegates_here(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_report_on_demo_world(tmp_path):
     """The report from a real (small) Lens on the demo world: every section, real crops."""
-    from semlens_widgets.demo.models import CLASSIFIER_WEIGHTS, CLIP_WEIGHTS
-
-    if not (CLASSIFIER_WEIGHTS.is_file() and CLIP_WEIGHTS.is_file()):
-        pytest.skip("the demo world's weights are not there")
     import semlens_widgets as slw
 
     world = slw.demo.load(n_per_class=8)
@@ -301,9 +312,9 @@ _POINT_ON_SCREEN = """
 
 @pytest.mark.browser
 def test_report_renders_offline_in_chromium(tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} missing: apt-get install chromium")
+    from playwright import sync_api  # a dev dependency: missing, the test fails
     _, path, _ = _full_report(tmp_path)
 
     requests, blocked, dialogs, errors = [], [], [], []
@@ -317,17 +328,14 @@ def test_report_renders_offline_in_chromium(tmp_path):
             r.abort()
 
     with sync_api.sync_playwright() as p:
-        try:
-            browser = p.chromium.launch(
-                executable_path=CHROMIUM,
-                args=[
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                    "--disable-component-update", "--no-first-run", "--disable-sync",
-                    "--proxy-server=127.0.0.1:9",  # any request that escapes the route goes nowhere
-                ],
-            )
-        except Exception as exc:  # pragma: no cover - broken chromium install
-            pytest.skip(f"chromium does not start: {exc}")
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--no-first-run", "--disable-sync",
+                "--proxy-server=127.0.0.1:9",  # any request that escapes the route goes nowhere
+            ],
+        )
         try:
             ctx = browser.new_context(offline=True, viewport={"width": 1280, "height": 900})
             ctx.route("**/*", route)
@@ -388,39 +396,19 @@ def test_report_renders_offline_in_chromium(tmp_path):
         assert colours > 20 and share > 0.02, (name, colours, share)
     assert xss_text >= 2 and injected == 0
     assert thumbs_ok
-    assert label == XSS and XSS in tip_text and "component: layer4 #" in tip_text
+    assert label == XSS and XSS in tip_text and "component: block4 #" in tip_text
     assert tip_img_ok
 
 
-def test_per_component_redundancy_is_averaged():
-    import pandas as pd
-
-    class PerComponent(FakeLens):
-        def redundancy(self, layer):  # max cosine of each component to another one
-            return pd.Series([0.2, 0.4] * (self.sizes[layer] // 2))
-
-    page = render_report(PerComponent(), progress=False)
-    table = re.search(r'<table class="data measures">(.*?)</table>', page, re.S).group(1)
-    assert table.count("<td>0.300</td>") == 2
-
-
-def test_uses_the_lens_summary_and_vocabulary_when_it_has_them():
-    import pandas as pd
-
-    class Summarising(FakeLens):
-        vocabulary = ["dog", "cat"]
-
-        def measures_summary(self, layers=None):
-            self._count("measures_summary")
-            return pd.DataFrame({"layer": list(reversed(self.layers)), "n_components": [16, 12],
-                                 "clarity": [0.25, 0.5], "polysemanticity": [0.125, 0.75],
-                                 "redundancy": [0.875, 0.375]})
-
-    lens = Summarising()
+def test_uses_the_lens_summary_and_vocabulary():
+    lens = _lens()
+    lens.set_vocabulary(["star", "grass"])
     page = render_report(lens, progress=False)
-    assert lens.calls["measures_summary"] == 1 and "redundancy" not in lens.calls
-    assert lens.calls["label"] == 1  # the map is labelled with the lens vocabulary
+    assert lens.count("measures_summary") == 1 and lens.count("redundancy") == 0
+    assert [c for c in lens.calls if c[0] == "label"] == [("label", ("star", "grass"), "block4")]
     table = re.search(r'<table class="data measures">(.*?)</table>', page, re.S).group(1)
     rows = re.findall(r"<tr>(.*?)</tr>", table)
-    assert rows[1] == "<td>layer3</td><td>12</td><td>0.500</td><td>0.750</td><td>0.375</td>"
-    assert rows[2] == "<td>layer4</td><td>16</td><td>0.250</td><td>0.125</td><td>0.875</td>"
+    summary = lens.measures_summary()
+    for row, (_, s) in zip(rows[1:], summary.iterrows()):
+        assert row == (f"<td>{s.layer}</td><td>{s.n_components}</td><td>{s.clarity:.3f}</td>"
+                       f"<td>{s.polysemanticity:.3f}</td><td>{s.redundancy:.3f}</td>")

@@ -9,7 +9,6 @@ kernel's comm machinery. Handlers only call Lens methods and reshape their resul
 """
 from __future__ import annotations
 
-import inspect
 import io
 import logging
 import math
@@ -423,15 +422,9 @@ class LensWidget(anywidget.AnyWidget):
 
     @staticmethod
     def _crops(lens, layer: str, comp: int, size: int) -> torch.Tensor:
-        """lens.crops, asking for thumbnail-sized crops when the Lens can make them directly."""
-        try:
-            takes_size = "size" in inspect.signature(lens.crops).parameters
-        except (TypeError, ValueError):
-            takes_size = False
-        if takes_size:
-            native = getattr(lens, "crop_size", None)
-            return lens.crops(layer, comp, size=min(size, int(native)) if native else size)
-        return lens.crops(layer, comp)
+        """lens.crops at thumbnail size (never above the lens's own crop size)."""
+        native = lens.crop_size
+        return lens.crops(layer, comp, size=min(size, int(native)) if native else size)
 
     def _full_images(self, lens, layer, comp, idx, start, size):
         """Full images, crop boxes (scaled to thumbnail pixels) and optional heatmaps."""
