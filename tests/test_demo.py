@@ -311,9 +311,9 @@ def test_shipped_clip_puts_the_empty_prompt_between_present_and_absent_concepts(
     """Search, labels and audits score s(c, theta) - s(null, theta) and the audit reads its sign:
     on clean test images a concept in view must mostly score above the empty prompt and a concept
     not in view below it (the null must not sit below everything, as it did before issue 3)."""
-    from semlens_widgets.demo.clip_train import load_demo_fm
+    from semlens_widgets.demo import load_fm
 
-    fm = load_demo_fm()
+    fm = load_fm()
     ds = data.make_split("test", n_per_class=10)
     img = fm.encode_images(ds.images())
     gap = img @ fm.encode_concepts(list(world.CONCEPTS)).T - (img @ fm.null_embedding())[:, None]  # [N, K]

@@ -31,7 +31,7 @@ from .models import (
     DEMO_TEMPLATES,
     DemoCNN,
     load_classifier,
-    register_clip_config,
+    load_fm,
 )
 from .world import CONCEPTS, VOCABULARY, Rendered, Scene, caption, parse_caption, render, sample_scene
 
@@ -125,21 +125,6 @@ class DemoWorld:
         return [c for c, k in self.vocabulary.items() if category is None or k == category]
 
 
-def load_fm(device: str = "cpu") -> "FoundationModel":
-    """The shipped demo CLIP through the real loading path:
-    ``FoundationModel.open_clip("semlens-demo-clip", pretrained=<shipped .safetensors>)``."""
-    from semlens_widgets.foundation import FoundationModel
-
-    if not CLIP_WEIGHTS.is_file():
-        raise FileNotFoundError(
-            f"demo CLIP weights not found at {CLIP_WEIGHTS}; regenerate with `python -m semlens_widgets.demo.train`"
-        )
-    name = register_clip_config()
-    # 64x64 inputs: batches of 256 encode ~2.5x faster per image than open_clip-sized batches of 64
-    return FoundationModel.open_clip(name, pretrained=str(CLIP_WEIGHTS), device=device, templates=DEMO_TEMPLATES,
-                                     batch_size=256)
-
-
 def load(split: str = "test", n_per_class: int | None = None, device: str = "cpu") -> DemoWorld:
     """Load the demo world: shipped classifier and CLIP, datasets, vocabulary, ground truth.
 
@@ -157,7 +142,7 @@ def load(split: str = "test", n_per_class: int | None = None, device: str = "cpu
     valid = {c: [c] for c in CLASS_NAMES}
     return DemoWorld(
         model=model,
-        fm=load_fm(device),
+        fm=load_fm(device=device),
         dataset=dataset,
         datasets=datasets,
         vocabulary=dict(VOCABULARY),

@@ -26,14 +26,19 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import world
-from .models import CLIP_CONFIG_NAME, CLIP_WEIGHTS, DEMO_TEMPLATES, register_clip_config
-from .world import ARTEFACTS, BACKGROUNDS, CONCEPTS, IMAGE_SIZE, Scene
+from ._training import log, save_fp16
+from .models import CLIP_CONFIG_NAME, CLIP_WEIGHTS, DEMO_TEMPLATES, load_fm, register_clip_config
+from .world import ARTEFACTS, CONCEPTS, IMAGE_SIZE, Scene
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 __all__ = ["CLIPPool", "make_pool", "sample_batch", "train_clip", "report_clip", "concept_aucs"]
 
@@ -296,20 +301,18 @@ def train_clip(
     ``init``: start from these weights instead of from scratch (fine-tuning)."""
     import open_clip
 
-    from .train import _log, save_fp16
-
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed + 100)
     t0 = time.time()
     pool = make_pool(pool_size, seed + 200)
-    _log(f"clip: rendered a pool of {pool_size} scenes in {time.time() - t0:.1f}s")
+    log(f"clip: rendered a pool of {pool_size} scenes in {time.time() - t0:.1f}s")
     name = register_clip_config()
     model = open_clip.create_model(name, pretrained=None)
     if init is not None:  # continue from earlier weights (fine-tuning with the current losses)
         from safetensors.torch import load_file
 
         model.load_state_dict({k: v.float() for k, v in load_file(str(init)).items()})
-        _log(f"clip: initialised from {init}")
+        log(f"clip: initialised from {init}")
     tokenizer = open_clip.get_tokenizer(name)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
@@ -352,19 +355,11 @@ def train_clip(
         opt.step()
         run = loss.item() if step == 0 else 0.95 * run + 0.05 * loss.item()
         if (step + 1) % log_every == 0 or step == steps - 1:
-            _log(f"clip step {step + 1}/{steps}: loss {run:.4f} scale {model.logit_scale.exp().item():.1f} ({time.time() - t0:.0f}s)")
+            log(f"clip step {step + 1}/{steps}: loss {run:.4f} scale {model.logit_scale.exp().item():.1f} ({time.time() - t0:.0f}s)")
     model.eval()
     save_fp16(model.state_dict(), out)
-    _log(f"clip saved to {out} ({out.stat().st_size / 1e6:.2f} MB) after {time.time() - t0:.0f}s")
+    log(f"clip saved to {out} ({out.stat().st_size / 1e6:.2f} MB) after {time.time() - t0:.0f}s")
     return model
-
-
-def load_demo_fm(path: Path = CLIP_WEIGHTS, device: str = "cpu"):
-    """The demo CLIP as a FoundationModel, through the real open_clip loading path."""
-    from semlens_widgets.foundation import FoundationModel
-
-    name = register_clip_config()
-    return FoundationModel.open_clip(name, pretrained=str(path), device=device, templates=DEMO_TEMPLATES)
 
 
 def concept_aucs(fm, dataset) -> "pd.DataFrame":
@@ -392,7 +387,7 @@ def report_clip(path: Path = CLIP_WEIGHTS) -> "pd.DataFrame":
     """Print the FM quality figure of the weights at ``path`` on the clean test split."""
     from .data import make_split
 
-    fm = load_demo_fm(path)
+    fm = load_fm(path)
     test = make_split("test").materialize()
     t = concept_aucs(fm, test)
     print(f"demo CLIP ({CLIP_CONFIG_NAME}, {path.name}): text-image AUC per concept on the clean test split")

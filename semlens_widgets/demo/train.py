@@ -26,28 +26,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._training import log, save_fp16
+from .clip_train import report_clip, train_clip
 from .data import CLASS_NAMES, SHORTCUT_CLASS, make_split
 from .models import CLASSIFIER_WEIGHTS, CLIP_WEIGHTS, DemoCNN, load_classifier
 
 CLASSIFIER_SEED = 0
 CLIP_SEED = 0
-
-
-def _log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def save_fp16(state: dict[str, torch.Tensor], path: Path) -> None:
-    """Write a state dict as safetensors, floating tensors in fp16."""
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out = {k: (v.detach().half() if v.is_floating_point() else v.detach()).contiguous().cpu() for k, v in state.items()}
-    save_file(out, str(path))
 
 
 # --------------------------------------------------------------------------- classifier
@@ -90,7 +78,7 @@ def train_classifier(
     t0 = time.time()
     train = make_split("train").materialize()
     x_all, y_all = train.images_uint8(), train.labels
-    _log(f"classifier: rendered {len(train)} training images in {time.time() - t0:.1f}s")
+    log(f"classifier: rendered {len(train)} training images in {time.time() - t0:.1f}s")
     model = DemoCNN(num_classes=len(CLASS_NAMES))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
     steps_per_epoch = math.ceil(len(train) / batch_size)
@@ -115,10 +103,10 @@ def train_classifier(
             tot += loss.item() * len(idx)
             correct += (logits.argmax(1) == y).sum().item()
             n += len(idx)
-        _log(f"classifier epoch {epoch + 1}/{epochs}: loss {tot / n:.4f} train acc {correct / n:.4f} ({time.time() - t0:.0f}s)")
+        log(f"classifier epoch {epoch + 1}/{epochs}: loss {tot / n:.4f} train acc {correct / n:.4f} ({time.time() - t0:.0f}s)")
     model.eval()
     save_fp16(model.state_dict(), out)
-    _log(f"classifier saved to {out} ({out.stat().st_size / 1e6:.2f} MB) after {time.time() - t0:.0f}s")
+    log(f"classifier saved to {out} ({out.stat().st_size / 1e6:.2f} MB) after {time.time() - t0:.0f}s")
     return model
 
 
@@ -157,8 +145,6 @@ def main(argv: list[str] | None = None) -> int:
             train_classifier(epochs=args.epochs)
         report_classifier()
     if args.only in (None, "clip"):
-        from .clip_train import report_clip, train_clip
-
         if not args.eval_only:
             train_clip(steps=args.clip_steps, lr=args.clip_lr, seed=CLIP_SEED, out=args.clip_out, init=args.clip_init)
         report_clip(args.clip_out)
