@@ -1,4 +1,5 @@
-"""Foundation models: the shared embedding space of SemanticLens (DESIGN eq. 2 and 4).
+"""Foundation models: the shared embedding space of SemanticLens (the semantic embedding and
+the search of paper eq. 4).
 
 :class:`FoundationModel` wraps an image encoder and a text encoder that map into one space.
 It owns the image preprocessing (done on tensors, batched), prompt templates, the
@@ -417,7 +418,7 @@ class FoundationModel:
         return (x - mean) / std
 
     def encode_images(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-        """Image embeddings (DESIGN eq. 2, the encoder F).
+        """Image embeddings (the encoder F of the semantic embedding).
 
         x: ``[n, 3, H, W]`` float in [0, 1] (or uint8 in [0, 255]; 1-channel images are
         repeated to RGB), on any device. Preprocessed with :meth:`preprocess`, encoded in
@@ -448,7 +449,7 @@ class FoundationModel:
         return torch.cat(out)
 
     def encode_concepts(self, concepts: Sequence[str], templates: Sequence[str] | None = None) -> torch.Tensor:
-        """Concept embeddings (DESIGN eq. 4, text probes): for each concept the mean over the
+        """Concept embeddings (paper eq. 4, text probes): for each concept the mean over the
         prompt templates of the template embeddings, re-normalised.
 
         concepts: n strings; templates: override :attr:`templates` for this call.
@@ -461,7 +462,7 @@ class FoundationModel:
         return F.normalize(emb.mean(dim=1), dim=-1)
 
     def null_embedding(self) -> torch.Tensor:
-        """The empty-template baseline (DESIGN eq. 4, ``null``): every template filled with
+        """The empty-template baseline (paper eq. 4, ``null``): every template filled with
         ``""``, embedded, averaged and re-normalised. Returns ``[d]`` float32 (cached)."""
         tpl = _check_templates(self.templates)
         if self._null is None or self._null[0] != tpl:

@@ -6,7 +6,7 @@ tuple, so that notebooks, widgets and the report read fields by name. Tensors ar
 Column conventions used across the package (DataFrames):
 
 - ``layer`` (str) and ``component`` (int) identify a component everywhere.
-- ``score`` is a semantic score (cosine minus the null-embedding baseline, DESIGN eq. 4).
+- ``score`` is a semantic score (cosine minus the null-embedding baseline, paper eq. 4).
 - ``label`` is a concept name (str) or ``None`` when the component carries no known concept.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ AUDIT_CATEGORIES = ("valid", "spurious", "both", "unexpected")
 
 @dataclass
 class TopM:
-    """Streaming top-m of one layer (DESIGN eq. 1, the selection half).
+    """Streaming top-m of one layer (the concept examples: their selection).
 
     indices: LongTensor [C, m_eff]  global dataset indices, sorted by value, descending.
     values:  FloatTensor [C, m_eff] float32 pooled activations matching ``indices``.
@@ -81,7 +81,7 @@ class ComponentExamples:
 
 @dataclass
 class LabelResult:
-    """Output of ``lens.label`` (DESIGN eq. 5).
+    """Output of ``lens.label`` (the paper's labelling).
 
     table:  DataFrame, one row per component: ``layer, component, label, score, baseline``
             where ``score`` is the best concept's similarity minus the null baseline and
@@ -104,7 +104,7 @@ class LabelResult:
 
 @dataclass
 class AuditResult:
-    """Output of ``lens.audit`` (DESIGN eq. 7, paper section 3.4).
+    """Output of ``lens.audit`` (paper section 3.4, auditing).
 
     table:   DataFrame per component: ``layer, component, a_valid, a_spur, best_valid,
              best_spur, relevance, category, label`` with category in AUDIT_CATEGORIES.
@@ -125,7 +125,7 @@ class AuditResult:
 
 @dataclass
 class AttributionGraph:
-    """Output of ``lens.attribution_graph`` (DESIGN eq. 9): a Sankey-ready graph.
+    """Output of ``lens.attribution_graph`` (the paper's attribution graphs): a Sankey-ready graph.
 
     nodes: DataFrame ``id, layer, label, components, relevance, labelled`` where ``id`` is a
            unique string, ``components`` a list of component ids grouped in the node and
@@ -143,7 +143,7 @@ class AttributionGraph:
 
 @dataclass
 class Comparison:
-    """Output of ``slw.compare`` (DESIGN eq. 6).
+    """Output of ``slw.compare`` (paper eqs. 5/6, comparing models).
 
     s_ab, s_ba: mean over A (resp. B) of the best cosine match in the other model.
     shared / unique_a / unique_b: concept names by label.

@@ -19,7 +19,7 @@ Over the components with a clear ground-truth concept (AUC >= 0.9, see
   not count: when the foundation model scores every concept above the empty prompt, every
   component is ``both`` and the audit has separated nothing.
 
-Targets (issue 3): label accuracy >= 0.85, precision@5 >= 0.8, shortcut found.
+Targets of the demo world: label accuracy >= 0.85, precision@5 >= 0.8, shortcut found.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from .world import ARTEFACTS, BACKGROUNDS, VOCABULARY
 
 __all__ = ["Evaluation", "evaluate", "TARGETS"]
 
-#: the quality targets of issue 3.
+#: the quality targets of the demo world.
 TARGETS = {"label_accuracy": 0.85, "search_precision_at_5": 0.8, "shortcut_found": True}
 #: an audited component counts as relevant when its relevance ranks in this top share.
 RELEVANT_TOP_SHARE = 0.2
@@ -69,7 +69,7 @@ class Evaluation:
 
     @property
     def meets_targets(self) -> bool:
-        """All three targets of issue 3 reached."""
+        """All three targets of the demo world reached."""
         return bool(
             self.label_accuracy >= self.targets["label_accuracy"]
             and self.search_precision_at_5 >= self.targets["search_precision_at_5"]
