@@ -103,3 +103,12 @@ def progress_bar(iterable, total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc, leave=False)
+
+
+def scatter_figure(name: str, title: str, n: int):
+    """The bokeh figure of a scatter plot of ``n`` points (the map, the audit): pan and wheel
+    zoom, WebGL above 5,000 points."""
+    from bokeh.plotting import figure
+
+    return figure(name=name, width=760, height=520, title=title, tools="pan,wheel_zoom,box_zoom,reset,save",
+                  active_scroll="wheel_zoom", output_backend="webgl" if n > 5000 else "canvas")

@@ -9,7 +9,8 @@ import pandas as pd
 
 from semlens_widgets.results import AuditResult
 
-from ._html import AUDIT_COLORS, class_name, e, hover_template, img_tag, label_text, names_list, progress_bar, sizes, table
+from ._html import (AUDIT_COLORS, class_name, e, hover_template, img_tag, label_text, names_list, progress_bar,
+                    scatter_figure, sizes, table)
 from ._thumbs import png_strip
 
 def resolve_audit(lens, audit, layer):
@@ -34,7 +35,6 @@ def resolve_audit(lens, audit, layer):
 
 def audit_plot(res, lens, thumbs, n_thumbs, progress):
     from bokeh.models import ColumnDataSource, HoverTool, Span
-    from bokeh.plotting import figure
     from bokeh.transform import factor_cmap
 
     t = res.table
@@ -57,14 +57,7 @@ def audit_plot(res, lens, thumbs, n_thumbs, progress):
     ]
     factors = [c for c in AUDIT_COLORS if c in set(data["category"])]
     src = ColumnDataSource(data)
-    p = figure(
-        name="semlens_audit",
-        width=760,
-        height=520,
-        title=f"Audit of {class_name(lens, res.target)} in {res.layer}",
-        tools="pan,wheel_zoom,box_zoom,reset,save",
-        active_scroll="wheel_zoom",
-    )
+    p = scatter_figure("semlens_audit", f"Audit of {class_name(lens, res.target)} in {res.layer}", len(comps))
     order = np.argsort(-data["size"], kind="stable")  # big points first, small ones on top
     src.data = {key: [v[i] for i in order] for key, v in data.items()}
     p.scatter(

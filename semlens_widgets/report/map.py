@@ -6,12 +6,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._html import AUDIT_COLORS, BLANK_PNG, OTHER, UNLABELLED, hover_template, label_text, progress_bar, sizes
+from ._html import AUDIT_COLORS, BLANK_PNG, OTHER, UNLABELLED, hover_template, label_text, progress_bar, scatter_figure, sizes
 
 def map_section(lens, layer, labels, audit_table, thumbs, map_thumbs, progress):
     from bokeh.models import ColumnDataSource, HoverTool
     from bokeh.palettes import Category20
-    from bokeh.plotting import figure
     from bokeh.transform import factor_cmap
 
     coords = lens.map(layer)
@@ -59,15 +58,7 @@ def map_section(lens, layer, labels, audit_table, thumbs, map_thumbs, progress):
     ]
 
     src = ColumnDataSource(data)
-    p = figure(
-        name="semlens_map",
-        width=760,
-        height=520,
-        title=f"Semantic map of {layer}: UMAP of the component embeddings",
-        tools="pan,wheel_zoom,box_zoom,reset,save",
-        active_scroll="wheel_zoom",
-        output_backend="webgl" if n > 5000 else "canvas",
-    )
+    p = scatter_figure("semlens_map", f"Semantic map of {layer}: UMAP of the component embeddings", n)
     p.scatter(
         "x", "y", source=src, size="size", alpha=0.8, line_color="white", line_width=0.5,
         color=factor_cmap("group", palette=palette, factors=factors),
