@@ -5,7 +5,14 @@ import { h, replace, fmt, compName, root } from "./lib/dom.js";
 import { channel, errorBanner, watch, select, selection, f32, i32, u8 } from "./lib/model.js";
 import { thumbStrip } from "./lib/thumbs.js";
 import { themeColors, onThemeChange, CATEGORY_COLORS } from "./lib/theme.js";
-import { scoreBar, selectBox, setOptions, header, chip, emptyNote, tooltip, ready } from "./lib/ui.js";
+import { plainBar, pct, selectBox, setOptions, header, chip, emptyNote, tooltip, ready, niceTicks } from "./lib/ui.js";
+
+/** a bar in the category's colour */
+function catBar(frac, color) {
+  const bar = plainBar(frac);
+  if (color) bar.firstChild.style.background = color;
+  return bar;
+}
 
 function render({ model, el }) {
   root(el, "audit");
@@ -29,7 +36,7 @@ function render({ model, el }) {
 
   const editList = (kind) => {
     const items = model.get(kind);
-    const input = h("input", { type: "text", placeholder: `add ${kind} concept`, "aria-label": `add ${kind} concept` });
+    const input = h("input", { type: "text", placeholder: `add a ${kind} concept`, "aria-label": `add a ${kind} concept` });
     const send = (valid, spurious) => chan.send({ type: "set_concepts", valid, spurious });
     const add = () => {
       const v = input.value.trim();
@@ -63,19 +70,23 @@ function render({ model, el }) {
     layerEl.textContent = model.get("layer");
     const cats = model.get("categories");
     replace(legend, cats.map((c) => h("span", { class: "slw-legend-item" }, h("span", { class: "slw-swatch", style: { background: CATEGORY_COLORS[c] || "#999" } }), h("span", { text: c }))),
-      h("span", { class: "slw-hint", text: "x: a_valid · y: a_spur · size: |relevance|" }));
+      h("span", { class: "slw-hint", text: "size: |relevance| for the class · dashed: the empty-prompt baseline (0)" }));
     const rows = model.get("summary") || [];
     replace(summary, rows.length ? h("table", { class: "slw-table" },
       h("tr", {}, h("th", { text: "category" }), h("th", { text: "n" }), h("th", { text: "relevance share" })),
       rows.map((r) => h("tr", {}, h("td", {}, h("span", { class: "slw-swatch", style: { background: CATEGORY_COLORS[r.category] || "#999", display: "inline-block", marginRight: "5px" } }), r.category),
-        h("td", { text: r.n_components }), h("td", {}, scoreBar(r.share ?? 0, 1, `${fmt((r.share ?? 0) * 100, 1)} % of the positive relevance`)))))
+        h("td", { text: r.n_components }),
+        h("td", { title: `${pct(r.share ?? 0)} of the class's positive relevance in ${model.get("layer")}` },
+          h("div", { class: "slw-share" }, catBar(r.share ?? 0, CATEGORY_COLORS[r.category]), h("span", { class: "slw-num", text: pct(r.share ?? 0) }))))))
       : emptyNote("add valid or spurious concepts to audit this class"));
     drawSamples();
     schedule();
   };
 
-  const px = (v) => 36 + ((v - pts.lo) / (pts.hi - pts.lo)) * (W - 46);
-  const py = (v) => H - 28 - ((v - pts.lo) / (pts.hi - pts.lo)) * (H - 38);
+  // plot area inside margins for the tick values and axis titles; one scale for both axes
+  const M = { left: 50, right: 12, top: 12, bottom: 40 };
+  const px = (v) => M.left + ((v - pts.lo) / (pts.hi - pts.lo)) * (W - M.left - M.right);
+  const py = (v) => H - M.bottom - ((v - pts.lo) / (pts.hi - pts.lo)) * (H - M.top - M.bottom);
   const radius = (i) => 2.5 + 9 * Math.sqrt(Math.abs(pts.rel[i]) / pts.rmax);
   let frame = 0;
   const schedule = () => { if (!frame) frame = requestAnimationFrame(draw); };
@@ -85,13 +96,8 @@ function render({ model, el }) {
     const ctx = canvas.getContext("2d");
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.fillStyle = theme.bg; ctx.fillRect(0, 0, W, H);
-    ctx.strokeStyle = theme.border; ctx.lineWidth = 1;
-    ctx.beginPath(); ctx.moveTo(px(pts.lo), py(pts.lo)); ctx.lineTo(px(pts.hi), py(pts.hi)); ctx.stroke();
-    ctx.beginPath(); ctx.moveTo(px(0), py(pts.lo)); ctx.lineTo(px(0), py(pts.hi)); ctx.moveTo(px(pts.lo), py(0)); ctx.lineTo(px(pts.hi), py(0)); ctx.setLineDash([3, 3]); ctx.stroke(); ctx.setLineDash([]);
-    ctx.fillStyle = theme.fg2; ctx.font = `11px ${theme.font}`;
-    ctx.fillText("a_valid →", W - 70, H - 8);
-    ctx.save(); ctx.translate(12, 70); ctx.rotate(-Math.PI / 2); ctx.fillText("a_spur →", 0, 0); ctx.restore();
     const cats = model.get("categories");
+    drawAxes(ctx, cats);
     const sel = selection(model);
     const order = Array.from({ length: pts.n }, (_, i) => i).sort((a, b) => Math.abs(pts.rel[b]) - Math.abs(pts.rel[a]));
     for (const i of order) {
@@ -106,6 +112,56 @@ function render({ model, el }) {
     }
     ready(el);
   }
+  // axes: tick values on both, titles, the zero lines (the empty-prompt baseline: tau = 0) and
+  // the four quadrants named by the category a component there gets
+  function drawAxes(ctx, cats) {
+    const ticks = niceTicks(pts.lo, pts.hi, Math.max(4, Math.round((W - M.left) / 80)));
+    const yticks = niceTicks(pts.lo, pts.hi, Math.max(4, Math.round((H - M.bottom) / 50)));
+    const x0 = px(pts.lo), x1 = px(pts.hi), y0 = py(pts.lo), y1 = py(pts.hi);
+    ctx.font = `11px ${theme.font}`;
+    ctx.lineWidth = 1;
+    ctx.strokeStyle = theme.border;
+    ctx.fillStyle = theme.fg2;
+    ctx.textAlign = "center"; ctx.textBaseline = "top";
+    for (const v of ticks) {
+      const x = Math.round(px(v)) + 0.5;
+      ctx.globalAlpha = 0.5; ctx.beginPath(); ctx.moveTo(x, y1); ctx.lineTo(x, y0); ctx.stroke(); ctx.globalAlpha = 1;
+      ctx.beginPath(); ctx.moveTo(x, y0); ctx.lineTo(x, y0 + 4); ctx.stroke();
+      ctx.fillText(fmt(v, 1), x, y0 + 6);
+    }
+    ctx.textAlign = "right"; ctx.textBaseline = "middle";
+    for (const v of yticks) {
+      const y = Math.round(py(v)) + 0.5;
+      ctx.globalAlpha = 0.5; ctx.beginPath(); ctx.moveTo(x0, y); ctx.lineTo(x1, y); ctx.stroke(); ctx.globalAlpha = 1;
+      ctx.beginPath(); ctx.moveTo(x0 - 4, y); ctx.lineTo(x0, y); ctx.stroke();
+      ctx.fillText(fmt(v, 1), x0 - 6, y);
+    }
+    ctx.strokeStyle = theme.fg3;
+    ctx.beginPath(); ctx.moveTo(x0, y0 + 0.5); ctx.lineTo(x1, y0 + 0.5); ctx.moveTo(x0 - 0.5, y0); ctx.lineTo(x0 - 0.5, y1); ctx.stroke();
+    if (pts.lo < 0 && pts.hi > 0) {
+      ctx.setLineDash([4, 3]);
+      ctx.beginPath(); ctx.moveTo(px(0), y0); ctx.lineTo(px(0), y1); ctx.moveTo(x0, py(0)); ctx.lineTo(x1, py(0)); ctx.stroke();
+      ctx.setLineDash([]);
+      const q = [["spurious", x0 + 6, y1 + 4, "left", "top"], ["both", x1 - 6, y1 + 4, "right", "top"],
+        ["valid", x1 - 6, py(0) + 6, "right", "top"], ["unexpected", x0 + 6, y0 - 6, "left", "bottom"]];
+      ctx.font = `600 11px ${theme.font}`;
+      for (const [name, x, y, align, base] of q) {
+        if (!cats.includes(name)) continue;
+        ctx.fillStyle = CATEGORY_COLORS[name] || theme.fg3; ctx.globalAlpha = 0.9;
+        ctx.textAlign = align; ctx.textBaseline = base; ctx.fillText(name, x, y);
+      }
+      ctx.globalAlpha = 1;
+    }
+    ctx.fillStyle = theme.fg2; ctx.font = `12px ${theme.font}`;
+    ctx.textAlign = "center"; ctx.textBaseline = "bottom";
+    ctx.fillText("a_valid  (best valid concept − empty prompt)", (x0 + x1) / 2, H - 2);
+    ctx.save(); ctx.translate(12, (y0 + y1) / 2); ctx.rotate(-Math.PI / 2);
+    ctx.textBaseline = "middle"; ctx.fillText("a_spur  (spurious − empty prompt)", 0, 0); ctx.restore();
+    ctx.textAlign = "start"; ctx.textBaseline = "alphabetic";
+    canvas.dataset.xticks = ticks.join(",");
+    canvas.dataset.yticks = yticks.join(",");
+  }
+
   const resize = () => {
     const b = wrap.getBoundingClientRect();
     if (b.width < 2) return;

@@ -10,7 +10,8 @@ function render({ model, el }) {
   const chan = channel(model);
   const banner = errorBanner(model);
   const body = h("div");
-  el.append(header("Compare models"), banner.el, body);
+  const title = h("span", { class: "slw-title" });
+  el.append(h("div", { class: "slw-header" }, title), banner.el, body);
   let strips = [];
 
   const draw = () => {
@@ -19,10 +20,20 @@ function render({ model, el }) {
     const [a, b] = model.get("names");
     const concept = model.get("concept");
     const pick = (c) => chan.send({ type: "concept", concept: c === model.get("concept") ? "" : c });
-    const col = (title, items) => h("div", { class: "slw-col" }, h("h4", { text: `${title} (${items.length})` }),
-      items.length ? items.map((c) => h("span", { class: `slw-chip${c === concept ? " slw-accent" : ""}`, title: "show examples from both models", dataset: { testid: "slw-compare-concept" }, text: c, on: { click: () => pick(c) } })) : h("span", { class: "slw-sub", text: "none" }));
-    const counts = model.get("counts") || [];
-    const side = (name, layer, comps, key) => h("div", {}, h("div", { class: "slw-sub", text: `${name} · ${layer}: ${comps.length} components labelled “${concept}”` }),
+    title.textContent = `Compare ${a} and ${b}`;
+    const col = (heading, items, kind) => h("div", { class: "slw-col" }, h("h4", { text: `${heading} (${items.length})` }),
+      items.length ? items.map((c) => h("span", { class: `slw-chip${c === concept ? " slw-accent" : ""}`, title: "show examples from both", dataset: { testid: "slw-compare-concept", kind }, text: c, on: { click: () => pick(c) } })) : h("span", { class: "slw-sub", text: "none" }));
+    const counts = [...(model.get("counts") || [])].filter((r) => r.count_a || r.count_b)
+      .sort((x, y) => (y.count_a + y.count_b) - (x.count_a + x.count_b) || x.concept.localeCompare(y.concept));
+    const maxC = Math.max(1, ...counts.map((r) => Math.max(r.count_a, r.count_b)));
+    const bar = (v, side) => h("div", { class: `slw-cbar slw-cbar-${side}` }, h("div", { style: { width: `${(100 * v) / maxC}%` } }));
+    const countChart = counts.length ? h("div", {}, h("h4", { class: "slw-counts-title", text: "components per label" }), h("div", { class: "slw-counts", dataset: { testid: "slw-compare-counts" } },
+      h("span"), h("span", { class: "slw-sub slw-r", style: { gridColumn: "2 / 4" }, text: a }), h("span", { class: "slw-sub", text: b }),
+      counts.map((r) => [
+        h("span", { class: `slw-cname slw-clickable${r.concept === concept ? " slw-on" : ""}`, text: r.concept, title: "show examples from both", on: { click: () => pick(r.concept) } }),
+        h("span", { class: "slw-cnum slw-r", text: r.count_a }), bar(r.count_a, "a"), h("span", { class: "slw-cpair" }, bar(r.count_b, "b"), h("span", { class: "slw-cnum", text: r.count_b })),
+      ]))) : null;
+    const side = (name, layer, comps, key) => h("div", {}, h("div", { class: "slw-sub", text: `${name}${name !== layer ? ` · ${layer}` : ""}: ${comps.length} component${comps.length === 1 ? "" : "s"} labelled “${concept}”${comps.length > 6 ? " (the first 6 shown)" : ""}` }),
       comps.length ? comps.slice(0, 6).map((c) => {
         const s = thumbStrip({ request: (m) => chan.request({ ...m, side: key }) }, layer, c, 6, { size: 56 });
         strips.push(s);
@@ -30,12 +41,12 @@ function render({ model, el }) {
       }) : emptyNote("no component carries it"));
     replace(body,
       h("div", { class: "slw-scores" },
-        h("div", { class: "slw-score", title: "mean over A's components of the best cosine match in B" }, h("div", { class: "slw-sub", text: `S(${a} → ${b})` }), h("b", { text: fmt(model.get("s_ab")) })),
-        h("div", { class: "slw-score", title: "mean over B's components of the best cosine match in A" }, h("div", { class: "slw-sub", text: `S(${b} → ${a})` }), h("b", { text: fmt(model.get("s_ba")) }))),
-      h("div", { class: "slw-cols" }, col("shared", model.get("shared")), col(`only in ${a}`, model.get("unique_a")), col(`only in ${b}`, model.get("unique_b"))),
-      counts.length ? h("details", { style: { marginTop: "8px" } }, h("summary", { class: "slw-sub", text: "label counts" }),
-        h("table", { class: "slw-table" }, h("tr", {}, h("th", { text: "concept" }), h("th", { text: a }), h("th", { text: b })),
-          counts.map((r) => h("tr", { class: "slw-clickable", on: { click: () => pick(r.concept) } }, h("td", { text: r.concept }), h("td", { text: r.count_a }), h("td", { text: r.count_b }))))) : null,
+        h("div", { class: "slw-score", title: `mean over ${a}'s components of the best cosine match in ${b} (paper eq. 6)` }, h("div", { class: "slw-sub", text: `S(${a} → ${b})` }), h("b", { text: fmt(model.get("s_ab")) })),
+        h("div", { class: "slw-score", title: `mean over ${b}'s components of the best cosine match in ${a} (paper eq. 6)` }, h("div", { class: "slw-sub", text: `S(${b} → ${a})` }), h("b", { text: fmt(model.get("s_ba")) })),
+        h("div", { class: "slw-hint slw-score-note", text: `S(X → Y): how well, on average, each component of X finds a component of Y that encodes the same concept (1 = all of them)` })),
+      h("div", { class: "slw-compare-top" },
+        h("div", { class: "slw-cols" }, col("shared", model.get("shared"), "shared"), col(`only in ${a}`, model.get("unique_a"), "a"), col(`only in ${b}`, model.get("unique_b"), "b")),
+        countChart),
       concept ? h("div", { class: "slw-sides", dataset: { testid: "slw-compare-sides" } },
         side(a, model.get("layer_a"), model.get("components_a"), "a"), side(b, model.get("layer_b"), model.get("components_b"), "b")) : null);
     ready(el);

@@ -3,7 +3,7 @@
 import { h, replace, fmt, root } from "./lib/dom.js";
 import { channel, errorBanner, watch, u8 } from "./lib/model.js";
 import { decodeThumbs, rawToCanvas, whenVisible } from "./lib/thumbs.js";
-import { scoreBar, selectBox, setOptions, header, chip, emptyNote, ready } from "./lib/ui.js";
+import { plainBar, pct, selectBox, setOptions, header, chip, emptyNote, ready } from "./lib/ui.js";
 
 /** full image (raw RGB) + heatmap overlay + crop box on one canvas */
 function composite(img, heat, box) {
@@ -44,8 +44,9 @@ function render({ model, el }) {
   const more = h("button", { text: "more", style: { marginTop: "6px" } });
   const side = h("div", { class: "slw-side" });
   el.append(
-    header("Concept gallery", labelEl, h("span", { class: "slw-spacer" }), layerSel, prev, compIn, next,
-      h("span", { class: "slw-seg" }, modeCrops, modeFull)),
+    header("Concept gallery", labelEl),
+    h("div", { class: "slw-toolbar" }, layerSel, h("span", { class: "slw-pager" }, prev, compIn, next),
+      h("span", { class: "slw-spacer" }), h("span", { class: "slw-seg" }, modeCrops, modeFull)),
     banner.el,
     h("div", { class: "slw-body" }, h("div", {}, grid, more), side),
   );
@@ -125,7 +126,7 @@ function render({ model, el }) {
     urls = [];
     grid.replaceChildren();
     loaded = 0;
-    grid.style.setProperty("--slw-thumb", `${Math.min(model.get("thumb_size"), 120)}px`);
+    grid.style.setProperty("--slw-thumb", `${Math.min(model.get("thumb_size"), 84)}px`);
     const total = (model.get("info").indices || []).length;
     more.style.display = total > model.get("page_size") ? "" : "none";
     if (!total) {
@@ -165,13 +166,23 @@ function render({ model, el }) {
     const acts = info.activations || [];
     if (acts.length) dl.append(...kv("activation", `${fmt(acts[acts.length - 1])} … ${fmt(acts[0])}`));
     dl.append(...kv("examples", String((info.indices || []).length)));
+    // "most relevant for": the component's share of each class's relevance in this layer
     const tops = info.top_classes || [];
-    const maxRel = Math.max(1e-12, ...tops.map((t) => Math.abs(t.relevance ?? 0)));
+    const value = (t) => (t.share ?? null) !== null ? t.share : t.relevance ?? 0;
+    const maxV = Math.max(1e-12, ...tops.map((t) => Math.abs(value(t))));
+    const hasShare = tops.some((t) => (t.share ?? null) !== null);
     replace(side, dl,
-      tops.length ? h("div", {}, h("div", { class: "slw-sub", text: "most relevant for" }),
-        ...tops.map((t) => h("div", { style: { display: "grid", gridTemplateColumns: "1fr 80px", gap: "6px", alignItems: "center", marginTop: "3px" } },
-          h("span", { text: t.name, title: `class ${t.class}: ${t.name}`, style: { overflow: "hidden", textOverflow: "ellipsis", whiteSpace: "nowrap" } }),
-          scoreBar(t.relevance ?? 0, maxRel, `relevance ${fmt(t.relevance)}`)))) : null,
+      tops.length ? h("div", { class: "slw-tops" },
+        h("div", { class: "slw-sub", text: hasShare ? "most relevant for (share of the class's relevance)" : "most relevant for (relevance)" }),
+        ...tops.map((t) => {
+          const tip = (t.share ?? null) !== null
+            ? `${pct(t.share)} of the relevance for class “${t.name}” in ${layer} goes through this component (mean CRP relevance over the class's samples: ${fmt(t.relevance)})`
+            : `mean CRP relevance for class “${t.name}”: ${fmt(t.relevance)}`;
+          return h("div", { class: "slw-top", title: tip, dataset: { testid: "slw-top-class" } },
+            h("span", { class: "slw-top-name", text: t.name }),
+            plainBar(Math.abs(value(t)) / maxV, value(t) < 0),
+            h("span", { class: "slw-num", text: (t.share ?? null) !== null ? pct(t.share) : fmt(t.relevance) }));
+        })) : null,
       h("div", { class: "slw-hint", text: "← → neighbouring components" }));
   };
 

@@ -121,7 +121,6 @@ def open_notebook(ctx, base: str, name: str):
     page.wait_for_function(
         "() => { const s = document.querySelector('.jp-Notebook-ExecutionIndicator');"
         " return s && s.getAttribute('data-status') === 'idle'; }", timeout=60_000)
-    page.wait_for_timeout(500)
     dismiss_dialogs(page)
     return page
 
@@ -139,7 +138,7 @@ def dismiss_dialogs(page) -> list[str]:
             btn.first.click()
         else:
             page.keyboard.press("Escape")
-        page.wait_for_timeout(300)
+        dlg.first.wait_for(state="detached", timeout=5_000)
     if texts:
         print(f"[dismissed JupyterLab dialogs: {texts}]")
     return texts
@@ -178,3 +177,86 @@ def canvas_ink(page, selector: str) -> dict:
           }
           return {found: true, ink, total: d.length / 4, width: c.width, height: c.height};
         }""", selector)
+
+
+def canvas_colors(page, selector: str, min_pixels: int = 12) -> dict:
+    """Distinct colours drawn on the first canvas matching selector (RGB quantised to 5 bits,
+    ignoring the background = the most common colour; a colour counts when it covers at least
+    ``min_pixels`` pixels), and the bounding box of everything that is not background as a
+    fraction of the canvas: {"colors": int, "bbox": [x0, y0, x1, y1] in 0..1, "ink": int}."""
+    return page.evaluate(
+        """([sel, minPx]) => {
+          const c = document.querySelector(sel);
+          if (!c) return {colors: 0, bbox: null, ink: 0};
+          const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+          const counts = new Map();
+          for (let i = 0; i < d.length; i += 4) {
+            const k = ((d[i] >> 3) << 10) | ((d[i + 1] >> 3) << 5) | (d[i + 2] >> 3);
+            counts.set(k, (counts.get(k) || 0) + 1);
+          }
+          let bg = 0, most = -1;
+          for (const [k, n] of counts) if (n > most) { most = n; bg = k; }
+          let colors = 0;
+          for (const [k, n] of counts) if (k !== bg && n >= minPx) colors++;
+          let x0 = 1e9, y0 = 1e9, x1 = -1, y1 = -1, ink = 0;
+          const br = (bg >> 10) << 3, bgc = ((bg >> 5) & 31) << 3, bb = (bg & 31) << 3;
+          for (let y = 0; y < c.height; y++) for (let x = 0; x < c.width; x++) {
+            const i = 4 * (y * c.width + x);
+            if (Math.abs(d[i] - br) + Math.abs(d[i + 1] - bgc) + Math.abs(d[i + 2] - bb) > 60) {
+              ink++; if (x < x0) x0 = x; if (x > x1) x1 = x; if (y < y0) y0 = y; if (y > y1) y1 = y;
+            }
+          }
+          return {colors, ink, bbox: ink ? [x0 / c.width, y0 / c.height, (x1 + 1) / c.width, (y1 + 1) / c.height] : null};
+        }""", [selector, min_pixels])
+
+
+DECODED_JS = """(root) => [...root.querySelectorAll('img.slw-thumb-img, canvas.slw-thumb-img')].filter(i =>
+    i.tagName === 'CANVAS' ? i.width > 0 : (i.complete && i.naturalWidth > 0)).length"""
+
+
+def wait_decoded(locator, n: int, timeout: float = 60_000) -> int:
+    """Wait until at least ``n`` thumbnails (decoded <img> or drawn <canvas>) are inside the
+    element; returns how many there are."""
+    handle = locator.element_handle()
+    locator.page.wait_for_function(f"([root, n]) => ({DECODED_JS})(root) >= n", arg=[handle, n], timeout=timeout)
+    return locator.evaluate(DECODED_JS)
+
+
+def set_theme(page, dark: bool) -> None:
+    """Settings > Theme > JupyterLab Dark / Light, then wait until the page says so."""
+    page.locator(".lm-MenuBar-itemLabel", has_text="Settings").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
+    page.locator(".lm-Menu-itemLabel", has_text="JupyterLab Dark" if dark else "JupyterLab Light").first.click()
+    page.wait_for_selector(f"body[data-jp-theme-light='{'false' if dark else 'true'}']", timeout=20_000, state="attached")
+
+
+def hide_side_panels(page) -> None:
+    """Collapse JupyterLab's left side panel (the file browser) so the notebook uses the width:
+    clicking the current tab of the left side bar closes its panel."""
+    current = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
+    if current.count():
+        current.first.click()
+        page.wait_for_selector(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current", state="detached", timeout=10_000)
+
+
+def clipped_placeholders(scope) -> list[str]:
+    """Placeholders of the text inputs under ``scope`` (a locator) that do not fit their box."""
+    return scope.evaluate("""(root) => {
+        const ctx = document.createElement('canvas').getContext('2d');
+        const out = [];
+        for (const i of root.querySelectorAll('input[placeholder]')) {
+          const cs = getComputedStyle(i);
+          ctx.font = `${cs.fontStyle} ${cs.fontWeight} ${cs.fontSize} ${cs.fontFamily}`;
+          const room = i.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight) - (i.type === 'number' ? 18 : 0);
+          if (i.offsetParent !== null && ctx.measureText(i.placeholder).width > room + 0.5) out.push(i.placeholder);
+        }
+        return out; }""")
+
+
+def render_failure(page, root: Path, shot: Path, what: str, errors: list[str]) -> AssertionError:
+    """When a notebook did not render: a screenshot at ``shot`` and an error that carries the cell
+    outputs, the page's JavaScript errors and the tail of the JupyterLab log."""
+    page.screenshot(path=str(shot))
+    outputs = page.evaluate("() => [...document.querySelectorAll('.jp-OutputArea-output')].map(o => o.innerText.slice(0, 800))")
+    log = (root / "jupyterlab.log").read_text(errors="replace")[-3000:]
+    return AssertionError(f"{what}; outputs: {outputs}; errors: {errors}; JupyterLab log tail:\n{log}")

@@ -2,9 +2,11 @@
 
 Opens tests/notebooks/browser_demo.ipynb (every view on a small lens), runs it, and checks in the
 page that the search box answers a typed query with decoded thumbnails, that the map canvas has
-points drawn, that clicking a Sankey node opens its gallery, and that a concept named
-``<img src=x onerror=alert(1)>`` shows as text and runs nothing. Screenshots of each view go to
-``artifacts/screenshots/`` (CI keeps them as artefacts).
+points drawn in several colours, that clicking a Sankey node opens its gallery, and that a concept
+named ``<img src=x onerror=alert(1)>`` shows as text and runs nothing. Every wait is for what the
+view shows, never a fixed time. The screenshots (``artifacts/screenshots/fake-*.png``) show this
+hostile test double, error banners included; the pictures of the views on the demo world come from
+tests/test_browser_showcase.py.
 
     python -m pytest tests/test_browser.py -m browser -q      # ~1 min here
 """
@@ -14,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from _jlab import canvas_ink, chromium, jupyterlab, missing, open_notebook, run_all
+from _jlab import (canvas_colors, canvas_ink, chromium, jupyterlab, missing, open_notebook, render_failure, run_all,
+                   set_theme, wait_decoded)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -48,20 +51,16 @@ def page():
             for view in ("search", "gallery", "map", "sankey", "audit", "compare", "explorer"):
                 pg.wait_for_selector(READY.format(view), timeout=90_000, state="attached")
         except Exception:
-            pg.screenshot(path=str(SHOTS / "failure.png"))
-            outputs = pg.evaluate("() => [...document.querySelectorAll('.jp-OutputArea-output')].map(o => o.innerText.slice(0, 500))")
-            log = (root / "jupyterlab.log").read_text(errors="replace")[-3000:]
-            raise AssertionError(f"the notebook did not render every view; outputs: {outputs}; "
-                                 f"errors: {errors}; JupyterLab log tail:\n{log}")
+            raise render_failure(pg, root, SHOTS / "failure.png", "the notebook did not render every view", errors)
         pg.dialogs, pg.js_errors = dialogs, errors
         yield pg
 
 
 def shot(page, view: str, name: str | None = None, index: int = 0) -> None:
+    """A screenshot of the test double's view (``fake-<name>.png``: hostile strings included)."""
     loc = page.locator(f"[data-testid='slw-{view}']").nth(index)
     loc.scroll_into_view_if_needed()
-    page.wait_for_timeout(150)
-    loc.screenshot(path=str(SHOTS / f"{name or view}.png"))
+    loc.screenshot(path=str(SHOTS / f"fake-{name or view}.png"), animations="disabled")
 
 
 def shot_explorer(page, name: str) -> None:
@@ -70,8 +69,8 @@ def shot_explorer(page, name: str) -> None:
     try:
         box = page.locator(".slw-explorer-box").first
         box.scroll_into_view_if_needed()
-        page.wait_for_timeout(600)
-        box.screenshot(path=str(SHOTS / f"{name}.png"))
+        wait_decoded(page.locator("[data-testid='slw-gallery']").nth(1).locator("[data-testid='slw-gallery-grid']"), 12)
+        box.screenshot(path=str(SHOTS / f"fake-{name}.png"), animations="disabled")
     finally:
         page.set_viewport_size({"width": 1400, "height": 1000})
 
@@ -83,7 +82,7 @@ def test_search_box_returns_results_with_decoded_thumbnails(page):
     results = box.locator("[data-testid='slw-result']")
     results.first.wait_for(timeout=30_000)
     assert results.count() == 6
-    assert "star" in box.inner_text()
+    assert "star" in box.text_content()
     strip = box.locator("[data-testid='slw-strip'][data-loaded='true']").first
     strip.wait_for(timeout=30_000)
     sizes = strip.evaluate("s => [...s.querySelectorAll('img')].map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
@@ -113,7 +112,7 @@ def test_selecting_a_result_selects_it_in_the_gallery_of_the_explorer(page):
     page.wait_for_function(
         "c => document.querySelectorAll(\"[data-testid='slw-gallery']\")[1].querySelector('input[type=number]').value === c",
         arg=comp, timeout=20_000)
-    gallery.locator("[data-testid='slw-gallery-grid'] img").first.wait_for(timeout=20_000)
+    assert wait_decoded(gallery.locator("[data-testid='slw-gallery-grid']"), 12) == 12
     shot_explorer(page, "explorer")
 
 
@@ -123,7 +122,8 @@ def test_map_canvas_draws_points(page):
     ink = canvas_ink(page, "[data-testid='slw-map-canvas']")
     assert ink["found"] and ink["width"] > 100
     assert ink["ink"] > 50, ink  # 24 points of radius >= 3.5 px
-    legend = m.inner_text()
+    assert canvas_colors(page, "[data-testid='slw-map-canvas']")["colors"] >= 3  # coloured by label
+    legend = m.text_content()
     assert XSS in legend  # the XSS label in the legend, as text
     # box selection: drag over the whole canvas with the box tool -> every point listed
     m.get_by_role("button", name="box").click()
@@ -143,12 +143,11 @@ def test_map_canvas_draws_points(page):
 def test_gallery_shows_crops_and_full_images(page):
     g = page.locator("[data-testid='slw-gallery']").first
     g.scroll_into_view_if_needed()
-    g.locator("[data-testid='slw-gallery-grid'] img").first.wait_for(timeout=20_000)
-    n = g.locator("[data-testid='slw-gallery-grid'] img").evaluate_all("l => l.filter(i => i.complete && i.naturalWidth > 0).length")
-    assert n == 12
+    assert wait_decoded(g.locator("[data-testid='slw-gallery-grid']"), 12) == 12
     shot(page, "gallery")
     g.get_by_role("button", name="full + heatmap").click()
-    g.locator("[data-testid='slw-gallery-grid'] canvas").first.wait_for(timeout=20_000)
+    page.wait_for_function("() => document.querySelector(\"[data-testid='slw-gallery'] [data-testid='slw-gallery-grid']\")"
+                           ".querySelectorAll('canvas.slw-thumb-img').length === 12", timeout=20_000)
     shot(page, "gallery", "gallery_full")
     g.get_by_role("button", name="crops").click()
     # keyboard: → moves to the next component
@@ -164,7 +163,8 @@ def test_clicking_a_sankey_node_opens_a_gallery(page):
     nodes = s.locator("[data-testid='slw-sankey-node']")
     assert nodes.count() >= 2
     assert s.locator("text.slw-unl").count() >= 1  # an unlabelled group is drawn and marked
-    nodes.first.locator("rect").click()
+    own = s.locator("[data-testid='slw-sankey-node'][data-merged='false']:not([data-layer='output'])")
+    own.first.locator("rect.slw-node-box").click()
     panel = s.locator("[data-testid='slw-node-gallery']")
     panel.wait_for(state="visible", timeout=20_000)
     panel.scroll_into_view_if_needed()  # thumbnails load lazily, once in view
@@ -179,7 +179,7 @@ def test_audit_and_compare_views(page):
     a.scroll_into_view_if_needed()
     ink = canvas_ink(page, "[data-testid='slw-audit-canvas']")
     assert ink["ink"] > 50, ink
-    assert "relevance share" in a.inner_text()
+    assert "relevance share" in a.text_content()
     shot(page, "audit")
     c = page.locator("[data-testid='slw-compare']").first
     c.scroll_into_view_if_needed()
@@ -193,7 +193,6 @@ def test_audit_and_compare_views(page):
 
 
 def test_xss_concept_is_text_and_runs_no_script(page):
-    page.wait_for_timeout(300)
     # shown as text somewhere (map legend, sankey class picker, audit concept chips, compare)
     shown = page.evaluate("x => [...document.querySelectorAll('.slw')].filter(e => e.textContent.includes(x)).length", XSS)
     assert shown >= 3
@@ -205,17 +204,13 @@ def test_xss_concept_is_text_and_runs_no_script(page):
 
 
 def test_dark_theme_is_followed(page):
-    page.locator(".lm-MenuBar-itemLabel", has_text="Settings").first.click()
-    page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
-    page.locator(".lm-Menu-itemLabel", has_text="JupyterLab Dark").first.click()
-    page.wait_for_selector("body[data-jp-theme-light='false']", timeout=20_000, state="attached")
-    page.wait_for_timeout(800)
+    set_theme(page, dark=True)
     m = page.locator("[data-testid='slw-map']").first
     m.scroll_into_view_if_needed()
-    page.wait_for_timeout(300)
-    bg = page.evaluate("""() => { const c = document.querySelector("[data-testid='slw-map-canvas']");
-        const d = c.getContext('2d').getImageData(1, 1, 1, 1).data; return d[0] + d[1] + d[2]; }""")
-    assert bg < 3 * 80, bg  # the canvas redrew with the dark background
+    # the canvas redraws with the dark background
+    page.wait_for_function("""() => { const c = document.querySelector("[data-testid='slw-map-canvas']");
+        const d = c.getContext('2d').getImageData(1, 1, 1, 1).data; return d[0] + d[1] + d[2] < 3 * 80; }""",
+                           timeout=20_000)
     shot(page, "map", "map_dark")
     shot_explorer(page, "explorer_dark")
 

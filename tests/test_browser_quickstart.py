@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from _jlab import canvas_ink, chromium, jupyterlab, missing, open_notebook, run_all
+from _jlab import canvas_colors, canvas_ink, chromium, jupyterlab, missing, open_notebook, run_all, wait_decoded
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -43,18 +43,19 @@ def test_quickstart_notebook_renders_every_view():
         for view in ("search", "gallery", "map"):
             loc = pg.locator(f"[data-testid='slw-{view}']").first
             loc.scroll_into_view_if_needed()
-            if view == "search":  # real crops of the demo world, lazily requested: wait until decoded
-                strip = loc.locator("[data-testid='slw-strip'][data-loaded='true']").first
-                strip.wait_for(timeout=60_000)
-                sizes = strip.evaluate("s => [...s.querySelectorAll('img')].map(i => [i.complete, i.naturalWidth])")
-                assert sizes and all(ok and w > 0 for ok, w in sizes), sizes
-            pg.wait_for_timeout(300)
-            loc.screenshot(path=str(SHOTS / f"quickstart-{view}.png"))
+            # real crops of the demo world, requested lazily once in view: wait until they are decoded
+            if view == "search":
+                n = 6 * loc.locator("[data-testid='slw-result']:not(.slw-null)").count()
+                assert n and wait_decoded(loc, n) >= n
+            elif view == "gallery":
+                assert wait_decoded(loc.locator("[data-testid='slw-gallery-grid']"), 30) == 30
+            loc.screenshot(path=str(SHOTS / f"quickstart-{view}.png"), animations="disabled")
         assert pg.locator("[data-testid='slw-search'] [data-testid='slw-result']").count() > 0
         assert canvas_ink(pg, "[data-testid='slw-map-canvas']")["ink"] > 50
+        assert canvas_colors(pg, "[data-testid='slw-map-canvas']")["colors"] >= 3  # not a one-colour map
         pg.set_viewport_size({"width": 1500, "height": 2600})
         box = pg.locator(".slw-explorer-box").first
         box.scroll_into_view_if_needed()
-        pg.wait_for_timeout(600)
-        box.screenshot(path=str(SHOTS / "quickstart-explorer.png"))
+        assert wait_decoded(pg.locator("[data-testid='slw-gallery']").last.locator("[data-testid='slw-gallery-grid']"), 30) == 30
+        box.screenshot(path=str(SHOTS / "quickstart-explorer.png"), animations="disabled")
         assert errors == []

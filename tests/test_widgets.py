@@ -86,6 +86,20 @@ def test_search_from_python_and_empty_query(lens):
     assert sb.results == []
 
 
+def test_search_suggests_the_largest_label_groups_and_the_gaps(lens):
+    sb = W.SearchBox(lens, concepts=CONCEPTS + ["zebra"])
+    groups = {}
+    for layer in lens.layers:
+        for c, comps in lens.label(CONCEPTS + ["zebra"], layer).groups.items():
+            groups[c] = groups.get(c, 0) + len(comps)
+    want = sorted(((c, n) for c, n in groups.items() if n), key=lambda kv: (-kv[1], kv[0]))
+    assert [(s["concept"], s["components"]) for s in sb.suggestions] == want[:12]
+    assert "zebra" in sb.gaps and not set(sb.gaps) & {c for c, n in want}
+    sb.layer = "block3"  # the suggestions follow the searched layer
+    assert sum(s["components"] for s in sb.suggestions) <= lens.num_components("block3")
+    assert W.SearchBox(lens).suggestions == []  # no vocabulary: nothing to suggest
+
+
 def test_search_image_probe(lens):
     sb = W.SearchBox(lens)
     assert sb.num_samples == lens.n_samples
@@ -336,6 +350,16 @@ def test_sankey_and_audit_targets_are_validated(lens):
     assert W.AttributionSankey(lens, 0, layers="block4").layers == ["block4"]  # one layer, not 6
 
 
+def test_compare_view_of_two_layers_of_one_lens(lens):
+    c = W.CompareView(lens, lens, "block3", "block4", concepts=CONCEPTS, names=("block3", "block4"), compare=fake_compare)
+    out, bufs = reply(c, {"type": "thumbs", "side": "a", "layer": "block3", "component": 7, "count": 2})
+    assert out["layer"] == "block3" and len(bufs) == 2
+    out, bufs = reply(c, {"type": "thumbs", "side": "b", "layer": "block4", "component": 11, "count": 2})
+    assert out["layer"] == "block4" and len(bufs) == 2
+    out, _ = reply(c, {"type": "thumbs", "side": "b", "layer": "block3", "component": 0})
+    assert out["type"] == "error" and "unknown layer 'block3'" in out["message"]
+
+
 def test_compare_view_arguments_are_validated(lens):
     with pytest.raises(ValueError, match=r"model B: unknown layer 'x'"):
         W.CompareView(lens, FakeLens(seed=1), "block4", "x", compare=fake_compare)
@@ -383,7 +407,8 @@ def test_map_arrays_are_binary(lens):
     assert codes.max() < len(m.color_names)
     state, buffer_paths, buffers = _remove_buffers(m.get_state())
     assert ["xy"] in buffer_paths and ["components"] in buffer_paths
-    assert "xy" not in state and len(json.dumps(state)) < 40_000  # no arrays inside the JSON
+    state.pop("_esm"), state.pop("_css")  # the bundle and the stylesheet: sent once, not data
+    assert "xy" not in state and len(json.dumps(state)) < 5_000  # no arrays inside the JSON
 
 
 def test_map_multi_layer_and_colour_modes(lens):

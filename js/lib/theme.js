@@ -62,12 +62,42 @@ export function onThemeChange(fn) {
   return () => obs.disconnect();
 }
 
-// Categorical palette (Tableau 10, readable on light and dark backgrounds).
-export const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
+// Categorical palette: 30 colours, Tableau 10 (without its grey) extended by a greedy max-min
+// search in CIELAB (Glasbey-style) over colours of lightness 45-80 and chroma 30-70, kept away
+// from the neutrals below and from both page backgrounds. Any two of the first 14 differ by
+// deltaE >= 30, any two of all 30 by >= 24: readable on light and dark themes.
+export const PALETTE = [
+  "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#7868e0",
+  "#c82080", "#787000", "#f890f8", "#00e0b0", "#c8c080", "#a8d048", "#00c8f8", "#a8a8f8", "#307858", "#a85820",
+  "#f8a878", "#a840b0", "#0078d8", "#b04868", "#7860a8", "#48d878", "#f878b0", "#98d098", "#788850", "#f0b0f0",
+];
+/** Neutral colours: components without a label, and labels beyond the palette grouped as "other". */
+export const UNLABELLED_COLOR = "#a3a3a3";
+export const OTHER_COLOR = "#6b6b6b";
 export const CATEGORY_COLORS = { valid: "#59a14f", spurious: "#e15759", both: "#edc948", unexpected: "#9e9e9e" };
 
+/** Colour i of the palette; past its end the neutral "other" colour (never a repeated hue). */
 export function categorical(i) {
-  return PALETTE[((i % PALETTE.length) + PALETTE.length) % PALETTE.length];
+  return i >= 0 && i < PALETTE.length ? PALETTE[i] : OTHER_COLOR;
+}
+
+/**
+ * Colours for categories with counts: the largest `PALETTE.length` categories (by count, ties
+ * by order) get distinct palette colours, the rest share OTHER_COLOR. `neutral` indices (e.g.
+ * "unlabelled") get UNLABELLED_COLOR and take no palette slot.
+ * Returns {colors: [hex per category], other: [indices grouped as "other"]}.
+ */
+export function assignColors(counts, neutral = []) {
+  const skip = new Set(neutral);
+  const order = counts.map((c, i) => i).filter((i) => !skip.has(i) && counts[i] > 0)
+    .sort((a, b) => counts[b] - counts[a] || a - b);
+  const colors = counts.map((_, i) => (skip.has(i) ? UNLABELLED_COLOR : OTHER_COLOR));
+  const other = [];
+  order.forEach((i, rank) => {
+    if (rank < PALETTE.length) colors[i] = PALETTE[rank];
+    else other.push(i);
+  });
+  return { colors, other };
 }
 
 // Viridis, 9 stops, linearly interpolated.

@@ -89,11 +89,13 @@ export function whenVisible(el, fn) {
  */
 export function thumbStrip(chan, layer, component, count, opts = {}) {
   const { size = 56, kind = "crops", format = "png", cls = "" } = opts;
+  const grid = cls.includes("slw-grid"); // a wrapping grid (its own CSS), else one row that always fits
   const slots = [];
-  for (let i = 0; i < count; i++) {
-    slots.push(h("div", { class: "slw-thumb slw-loading", style: { width: `${size}px`, height: `${size}px` } }));
-  }
-  const el = h("div", { class: `slw-strip ${cls}`, dataset: { testid: "slw-strip" } }, slots);
+  for (let i = 0; i < count; i++) slots.push(h("div", { class: "slw-thumb slw-loading" }));
+  // one row of `count` equal columns, each at most `size` px: the row shrinks its thumbnails
+  // to the width it is given instead of cutting the last ones off
+  const el = h("div", { class: `slw-strip ${cls}`, dataset: { testid: "slw-strip" },
+    style: grid ? {} : { gridTemplateColumns: `repeat(${count}, minmax(0, ${size}px))` } }, slots);
   const urls = [];
   const stop = whenVisible(el, async () => {
     try {

@@ -12,6 +12,33 @@ export function scoreBar(score, max, title) {
   );
 }
 
+/** A bar without text (put the number beside it): frac in [0, 1]; negative values in the warn colour. */
+export function plainBar(frac, negative = false, title) {
+  const f = Math.max(0, Math.min(1, Number.isFinite(frac) ? frac : 0));
+  return h("div", { class: "slw-bar slw-bar-plain", title },
+    h("div", { class: `slw-bar-fill${negative ? " slw-neg" : ""}`, style: { width: `${(f * 100).toFixed(1)}%` } }));
+}
+
+/** 0.0412 -> "4.1 %", 0.00058 -> "0.06 %", -0.12 -> "−12 %" */
+export function pct(x) {
+  if (x === null || x === undefined || !Number.isFinite(x)) return "–";
+  const a = Math.abs(x * 100);
+  const s = a >= 10 ? a.toFixed(0) : a >= 1 ? a.toFixed(1) : a >= 0.1 ? a.toFixed(2) : a === 0 ? "0" : "<0.1";
+  return `${x < 0 ? "−" : ""}${s} %`;
+}
+
+/** About `count` round tick values covering [lo, hi] (1, 2 or 5 times a power of ten apart). */
+export function niceTicks(lo, hi, count = 5) {
+  if (!(hi > lo)) return [lo];
+  const raw = (hi - lo) / Math.max(1, count);
+  const p = 10 ** Math.floor(Math.log10(raw));
+  const n = (st) => Math.floor(hi / st) - Math.ceil(lo / st) + 1;
+  const step = [0.5, 1, 2, 2.5, 5, 10].map((m) => m * p).reduce((a, b) => (Math.abs(n(b) - count) < Math.abs(n(a) - count) ? b : a));
+  const out = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Math.abs(v) < step * 1e-9 ? 0 : +v.toPrecision(12));
+  return out;
+}
+
 /** One floating tooltip per view; content is built with h() (text only). */
 export function tooltip(container) {
   const el = h("div", { class: "slw-tooltip", role: "tooltip" });

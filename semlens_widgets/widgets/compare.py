@@ -91,10 +91,13 @@ class CompareView(LensWidget):
         return get_str(content, "side", default="a", choices=("a", "b"))
 
     def _lens_for(self, content: dict):
-        return self.lens_b if self._side(content) == "b" else self.lens
+        # the side, not the lens object, says which layer is shown: A and B may be one lens
+        # (two of its layers compared)
+        self._side_now = self._side(content)
+        return self.lens_b if self._side_now == "b" else self.lens
 
     def _layers_of(self, lens) -> list[str]:
-        return [self.layer_b] if lens is self.lens_b else [self.layer_a]
+        return [self.layer_b] if getattr(self, "_side_now", "a") == "b" else [self.layer_a]
 
     def _msg_select(self, content: dict, buffers) -> dict:
         if self._side(content) == "b":  # the linked selection is model A's

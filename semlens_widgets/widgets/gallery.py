@@ -20,10 +20,24 @@ def label_table(lens, layer: str, concepts: list[str] | None, cache: dict) -> di
     return cache[key]
 
 
+def class_totals(lens, layer: str, cache: dict):
+    """Per class the summed |relevance| of all components of ``layer`` (``lens.class_relevance``,
+    [K, C] -> [K]): the denominator of "share of the class's relevance". None when the lens has
+    no class relevance."""
+    fn = getattr(lens, "class_relevance", None)
+    if fn is None:
+        return None
+    key = ("class_totals", layer)
+    if key not in cache:
+        cache[key] = [float(v) for v in fn(layer).abs().sum(1)]
+    return cache[key]
+
+
 def component_info(lens, layer: str, component: int, concepts: list[str] | None, cache: dict,
                    n_classes: int = 3) -> dict:
     """What the gallery shows about a component, read from Lens results (no computation here):
-    label, measures (every numeric column of ``lens.measures``), top classes, activations."""
+    label, measures (every numeric column of ``lens.measures``), top classes (with ``share``: the
+    component's part of the class's summed |relevance| in that layer), activations."""
     info: dict = {"layer": layer, "component": component,
                   "label": label_table(lens, layer, concepts, cache).get(component)}
     key = ("measures", layer)
@@ -42,8 +56,11 @@ def component_info(lens, layer: str, component: int, concepts: list[str] | None,
             cache[key] = top_fn(layer, n_classes)
         df = cache[key]
         sub = df[df["component"].to_numpy() == component]
+        totals = class_totals(lens, layer, cache)
         info["top_classes"] = [
-            {"class": int(c), "name": clean(nm) or f"class {int(c)}", "relevance": finite(r)}
+            {"class": int(c), "name": clean(nm) or f"class {int(c)}", "relevance": finite(r),
+             "share": (finite(r / totals[int(c)]) if totals is not None and 0 <= int(c) < len(totals)
+                       and totals[int(c)] > 0 else None)}
             for c, nm, r in zip(sub["class"].tolist(), sub["name"].tolist(), sub["relevance"].tolist())]
     ex = lens.examples(layer, component)
     info["indices"] = [int(i) for i in ex.indices]

@@ -34,6 +34,7 @@ class SearchBox(LensWidget):
     num_samples: int      dataset size (bounds of the image probe)
     results: list[dict]   ``rank, layer, component, score, label`` per hit
     suggestions: list[dict]  ``concept, components``: the largest label groups (clickable)
+    gaps: list[str]          concepts of the vocabulary that no searched component carries
     busy: bool
 
     Messages: ``{"type": "search", "query", "layer"?, "k"?}``,
@@ -52,6 +53,7 @@ class SearchBox(LensWidget):
     busy = t.Bool(False).tag(sync=True)
 
     suggestions = t.List(t.Dict()).tag(sync=True)
+    gaps = t.List(t.Unicode()).tag(sync=True)
 
     _handlers = {**LensWidget._handlers, "search": "_msg_search", "search_image": "_msg_search_image"}
 
@@ -153,7 +155,7 @@ class SearchBox(LensWidget):
         """The largest label groups of the vocabulary (``lens.label(...).groups`` summed over the
         searched layers): shown as clickable concepts before anything is typed."""
         if not self._concepts:
-            self.suggestions = []
+            self.suggestions, self.gaps = [], []
             return
         counts: dict[str, int] = {}
         for layer in ([self.layer] if self.layer else self.layers):
@@ -161,7 +163,9 @@ class SearchBox(LensWidget):
                 if comps:
                     counts[str(concept)] = counts.get(str(concept), 0) + len(comps)
         top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:N_SUGGEST]
-        self.suggestions = [{"concept": c, "components": n} for c, n in top]
+        with self.hold_trait_notifications():
+            self.suggestions = [{"concept": c, "components": n} for c, n in top]
+            self.gaps = [c for c in self._concepts if c not in counts]  # paper eq. 5: gaps
 
     # -- the search itself (a Lens call)
     def _run(self) -> None:
