@@ -213,7 +213,7 @@ class Lens:
         self.store = _open_store(store, model, self.model_fingerprint, data.fingerprint, bool(overwrite))
         self.pipeline = Pipeline(model, data, fm, layer_set, self.config, self.store, device,
                                  self.model_fingerprint, lrp, class_names)
-        keys = AnalysisKeys(self.pipeline.keys.lens)
+        keys = AnalysisKeys(self.pipeline.keys.lens, lrp.id)
         self.attribution = Attribution(self.pipeline, self.store, keys, layer_set, batch_size=self.config.batch_size,
                                        chunk=self.config.chunk_size * self.config.m, progress=self.config.progress)
         self.semantics = SemanticIndex(self.pipeline, fm, self.store, keys, layer_set, self.attribution)

@@ -99,12 +99,17 @@ class PipelineKeys:
 @dataclass(frozen=True)
 class AnalysisKeys:
     """Keys of the semantic index and the attribution part; ``lens`` is the Lens fingerprint
-    (:attr:`PipelineKeys.lens`), so any change of model, data or foundation model recomputes."""
+    (:attr:`PipelineKeys.lens`), so any change of model, data or foundation model recomputes;
+    ``lrp`` names the LRP set-up (``LrpSetup.id``) that relevances and graphs depend on."""
 
     lens: str
+    lrp: str | None = None
 
     def _fp(self, *parts: Any) -> str:
         return fingerprint("semantics", ANALYSIS_VERSION, self.lens, *parts)
+
+    def _fp_lrp(self, *parts: Any) -> str:
+        return self._fp(*parts, {"lrp": self.lrp})
 
     def measures(self, layer: str, seed: int) -> Entry:
         return Entry(f"semantics/measures/{layer}", self._fp("measures", layer, seed))
@@ -115,18 +120,19 @@ class AnalysisKeys:
 
     def relevance(self, layer: str, target: int, over: str, max_samples: int) -> Entry:
         return Entry(f"semantics/relevance/{layer}/{over}/{target}",
-                     self._fp("relevance", layer, target, over, max_samples))
+                     self._fp_lrp("relevance", layer, target, over, max_samples))
 
     def class_relevance(self, layer: str, over: str, max_per_class: int) -> Entry:
-        return Entry(f"semantics/class_relevance/{layer}/{over}", self._fp("class_relevance", layer, over, max_per_class))
+        return Entry(f"semantics/class_relevance/{layer}/{over}",
+                     self._fp_lrp("class_relevance", layer, over, max_per_class))
 
     def class_relevance_run(self, layers: Sequence[str], over: str, max_per_class: int) -> Entry:
         """The chunk prefix of the resumable per-sample pass behind :meth:`class_relevance`."""
         return Entry(f"semantics/class_relevance_run/{over}",
-                     self._fp("class_relevance_run", tuple(layers), over, max_per_class))
+                     self._fp_lrp("class_relevance_run", tuple(layers), over, max_per_class))
 
     def attribution_graph(self, *params: Any) -> Entry:
-        fp = self._fp("attribution_graph", *params)
+        fp = self._fp_lrp("attribution_graph", *params)
         return Entry(f"semantics/attribution_graph/{fp[:24]}", fp)
 
     def demo_groundtruth(self, layer: str, pooling: str) -> Entry:

@@ -501,3 +501,16 @@ def test_parts_are_owned_and_share_one_layer_set(fm):
     assert "_semantics_state" not in vars(lens)
     with pytest.raises(ValueError, match=r"unknown layer 'fc'; this Lens has layers"):
         lens.semantics.layers.check("fc")
+
+
+def test_relevance_entries_depend_on_the_lrp_setup():
+    """Relevances and graphs are stored under the LRP set-up that made them; the semantic
+    entries (measures, maps) do not depend on it."""
+    from semlens_widgets.lens_keys import AnalysisKeys
+
+    a, b = AnalysisKeys("lens-fp", "epsilon_plus_flat"), AnalysisKeys("lens-fp", "user:EpsilonAlpha2Beta1")
+    assert a.relevance("l", 0, "label", 8) != b.relevance("l", 0, "label", 8)
+    assert a.class_relevance("l", "label", 8) != b.class_relevance("l", "label", 8)
+    assert a.attribution_graph(0, ("l",)) != b.attribution_graph(0, ("l",))
+    assert a.relevance("l", 0, "label", 8).key == b.relevance("l", 0, "label", 8).key  # same slot, replaced
+    assert a.measures("l", 0) == b.measures("l", 0) and a.map(["l"], 0, 15, 0.1) == b.map(["l"], 0, 15, 0.1)
