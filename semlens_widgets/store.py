@@ -2,8 +2,11 @@
 
 Layout of a store directory::
 
-    <root>/manifest.json            the index (see below)
-    <root>/<safe key>.<token>.safetensors   one file per key (tensors only, no pickle)
+    <root>/manifest.json                         the index (see below)
+    <root>/<safe key>.<12 hex>.safetensors       one file per key (tensors only, no pickle)
+    <root>/.semlens-store.lock                   inter-process lock of the manifest
+    <root>/.semlens-writers.lock                 held (shared) by every save while it writes
+    <root>/.semlens-step-<name>.<hash>.lock      a step lock (:meth:`Store.lock`), while held
 
 ``manifest.json``::
 
@@ -18,22 +21,48 @@ another fingerprint answers ``None`` ("not there"), so stale results are never r
 Crash safety. A save writes the tensors to a temporary file in the same directory, fsyncs it
 and renames it (``os.replace``) to a *fresh* file name, then rewrites the manifest the same
 way, and only then removes the file the key pointed to before. A crash at any point leaves
-the manifest pointing at complete files only (at worst an orphan file nobody references,
-removed by the next save of that key or by :meth:`Store.clear`). The manifest also records the
-sha256 of each file, and a file whose bytes do not match is reported as missing, never
+the manifest pointing at complete files only (at worst an orphan file nobody references, or a
+``.tmp-*`` part, removed by the next save or by :meth:`Store.clear`). The manifest also records
+the sha256 of each file, and a file whose bytes do not match is reported as missing, never
 returned half-read. Nothing is ever pickled and nothing is read with ``torch.load``.
+
+A shared store is untrusted input. The manifest is validated as a whole on every read (its
+structure, field types, and every ``file`` being a plain name of the store's own pattern
+``<safe key>.<12 hex>.safetensors``, each named by one entry only); a manifest that breaks this
+is refused with a :class:`StoreError` naming the entry and the bad value, before anything is
+read or deleted. The store reads, writes and deletes only regular files of its own name
+patterns directly inside its root: symbolic links (a linked manifest, entry file or lock file),
+FIFOs and directories are refused or left alone, never followed. Manifests over 256 MiB are
+refused.
+
+Concurrency. Every manifest read-modify-write (save, delete, set_info, clear) holds an
+inter-process lock (``fcntl.flock`` on ``.semlens-store.lock``), so processes sharing a store
+lose no entries; reads need no lock (the manifest is replaced atomically). Orphans are swept
+only while no other save is between writing its file and registering it. For long work,
+:meth:`Store.lock` is a named step lock that records its holder (pid, host, time): another
+process waits for it (saying what it waits for) or, with ``wait=False``, gets a
+:class:`StoreLockedError` naming the holder's pid. Locks die with their process (the kernel
+drops them), so the lock of a killed run is simply taken over. :meth:`Store.cached` and
+:meth:`Store.chunked` re-check the store under step locks: a second process loads what the
+first computed instead of computing it again. On platforms without ``fcntl`` (Windows) there is
+no inter-process locking: a warning says so once, and two processes must not write one store
+at the same time there.
 
 Keys are strings and may contain ``/`` (``"embed/layer3"``); they are mapped to safe file names.
 """
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
 import json
 import math
 import os
 import re
+import socket
+import stat
 import tempfile
+import threading
 import time
 import uuid
 import warnings
@@ -45,11 +74,39 @@ from safetensors import SafetensorError
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
-__all__ = ["Store", "fingerprint", "module_fingerprint", "tensor_digest", "StoreError", "atomic_write_bytes"]
+try:  # POSIX inter-process locks; absent on Windows (see the module docstring)
+    import fcntl as _fcntl
+except ImportError:  # pragma: no cover - Windows
+    _fcntl = None
+
+__all__ = [
+    "Store", "StoreLock", "fingerprint", "module_fingerprint", "module_signature", "tensor_digest",
+    "StoreError", "StoreLockedError", "atomic_write_bytes",
+]
 
 MANIFEST = "manifest.json"
 FORMAT = "semlens-store"
 FORMAT_VERSION = 1
+
+# The store's own file names. Only names matching these are ever read, written or deleted.
+_FILE_RE = re.compile(r"(?!\.)[A-Za-z0-9._-]{1,80}\.[0-9a-f]{12}\.safetensors")  # fullmatch
+_FILE_PATTERN = "'<safe key>.<12 lowercase hex digits>.safetensors'"
+_STORE_TMP_PREFIX = ".tmp-store-"
+# temp parts of the store's atomic writes; the second form is what earlier versions left behind
+_TMP_RE = re.compile(r"\.tmp-store-[a-z0-9_]{1,64}\.part|\.tmp-[a-z0-9_]{8}\.part")
+_MANIFEST_LOCK = ".semlens-store.lock"
+_WRITERS_LOCK = ".semlens-writers.lock"
+_STEP_LOCK_PREFIX = ".semlens-step-"
+_LOCK_RE = re.compile(r"\.semlens-[A-Za-z0-9._-]+\.lock")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_MAX_MANIFEST_BYTES = 256 << 20  # a bigger manifest is refused (a hostile one could exhaust memory)
+
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO planted under our name must not hang
+_O_BINARY = getattr(os, "O_BINARY", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+_NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP), errno.ENOSYS, errno.EINVAL}
 
 # Tensors with more elements than this are hashed from a strided sample plus float64 moments
 # (see tensor_digest); smaller ones are hashed in full.
@@ -58,7 +115,17 @@ _SAMPLE_NUMEL = 1 << 16
 
 
 class StoreError(ValueError):
-    """A store directory that cannot be used as asked (wrong format, different model, ...)."""
+    """A store directory that cannot be used as asked (wrong format, different model, a manifest
+    that breaks the store's rules, ...)."""
+
+
+class StoreLockedError(StoreError):
+    """A step lock (:meth:`Store.lock`) is held by another process: ``pid`` and ``host`` name the
+    holder (``None`` when it has not recorded itself yet)."""
+
+    def __init__(self, message: str, *, name: str, pid: int | None, host: str | None):
+        super().__init__(message)
+        self.name, self.pid, self.host = name, pid, host
 
 
 def _package_version() -> str:
@@ -194,9 +261,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same directory, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=str(path.parent))
+def _atomic_write(path: Path, data: bytes, prefix: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=str(path.parent))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -210,6 +276,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             pass
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same directory, fsync, rename."""
+    _atomic_write(Path(path), data, ".tmp-write-")
 
 
 def _check_key(key: Any) -> str:
@@ -251,16 +322,345 @@ def _check_json(key: str, meta: Any) -> dict:
         raise TypeError(f"store.save({key!r}, ...): meta must be JSON-serialisable: {e}") from None
 
 
+# ---------------------------------------------------------------------- manifest validation
+def _short(value: Any, limit: int = 120) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a hostile manifest may hold huge strings)."""
+    r = repr(value)
+    return r if len(r) <= limit else f"{r[:limit - 20]}... ({len(r)} characters)"
+
+
+def _is_shape(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in v)
+
+
+# field -> (check, what is accepted); a record needs every field of _REQUIRED
+_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "file": (lambda v: isinstance(v, str) and _FILE_RE.fullmatch(v) is not None,
+             f"a plain file name {_FILE_PATTERN} inside the store directory"),
+    "fingerprint": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+    "sha256": (lambda v: isinstance(v, str) and _SHA256_RE.fullmatch(v) is not None,
+               "64 lowercase hex digits"),
+    "shapes": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and _is_shape(x) for k, x in v.items()),
+               "a dict of tensor name -> list of non-negative ints"),
+    "meta": (lambda v: isinstance(v, dict), "a dict"),
+    "dtypes": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()),
+               "a dict of tensor name -> dtype name"),
+    "package_version": (lambda v: isinstance(v, str), "a string"),
+    "created": (lambda v: isinstance(v, str), "a string"),
+}
+_REQUIRED = ("file", "fingerprint", "sha256", "shapes", "meta")
+
+
+def _validate_manifest(data: Any, where: str) -> dict:
+    """Check the whole manifest (structure, field types, file names) or raise :class:`StoreError`
+    naming the entry and the bad value. Returns ``data`` with ``info`` / ``entries`` defaulted."""
+    refused = ("; the manifest is refused and nothing was read or deleted. Fix or remove that entry "
+               "in manifest.json, or use another store directory.")
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        got = data.get("format") if isinstance(data, dict) else None
+        raise StoreError(f"{where} is not a semlens store manifest (format {_short(got)}, expected {FORMAT!r})")
+    if data.get("version") != FORMAT_VERSION:
+        raise StoreError(
+            f"{where} has format version {_short(data.get('version'))}; this semlens_widgets reads "
+            f"version {FORMAT_VERSION}. Use a new store directory."
+        )
+    info = data.setdefault("info", {})
+    if not isinstance(info, dict):
+        raise StoreError(f"{where}: 'info' must be a dict of store-level records, got {type(info).__name__}{refused}")
+    entries = data.setdefault("entries", {})
+    if not isinstance(entries, dict):
+        raise StoreError(f"{where}: 'entries' must be a dict of key -> record, got {type(entries).__name__}{refused}")
+    owner: dict[str, str] = {}
+    for key, rec in entries.items():
+        if not key or key.strip() != key:
+            raise StoreError(f"{where}: entry key {_short(key)} is not a store key (a non-empty string "
+                             f"without surrounding whitespace){refused}")
+        if not isinstance(rec, dict):
+            raise StoreError(f"{where}: entry {_short(key)} must be a dict (a manifest record), got "
+                             f"{type(rec).__name__}{refused}")
+        for field in _REQUIRED:
+            if field not in rec:
+                raise StoreError(f"{where}: entry {_short(key)} has no {field!r} field (a record needs "
+                                 f"{', '.join(map(repr, _REQUIRED))}){refused}")
+        for field, (ok, accepted) in _FIELDS.items():
+            if field in rec and not ok(rec[field]):
+                raise StoreError(f"{where}: entry {_short(key)} has {field!r} {_short(rec[field])} "
+                                 f"({type(rec[field]).__name__}); accepted: {accepted}{refused}")
+        fname = rec["file"]
+        if fname in owner:
+            raise StoreError(f"{where}: entries {_short(owner[fname])} and {_short(key)} both name file "
+                             f"{fname!r}; each entry owns its own file{refused}")
+        owner[fname] = key
+    return data
+
+
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(", ", ": ")).encode  # the C encoder (no indent)
+
+
+def _dump_manifest(data: dict) -> bytes:
+    """The manifest as JSON with one line per top-level field and per entry: readable, and
+    encoded by json's C encoder (``indent=`` would use the pure-Python one, 10x slower on a
+    manifest of thousands of entries that is rewritten at every save)."""
+    lines = [f" {_ENCODE(k)}: {_ENCODE(v)}," for k, v in sorted(data.items()) if k != "entries"]
+    entries = data.get("entries", {})
+    body = ",\n".join(f"  {_ENCODE(k)}: {_ENCODE(entries[k])}" for k in sorted(entries))
+    body = "{\n" + body + "\n }" if body else "{}"
+    return ("{\n" + "\n".join(lines) + '\n "entries": ' + body + "\n}\n").encode("utf-8")
+
+
+# ---------------------------------------------------------------------- inter-process locks
+_TLS = threading.local()  # per thread: lock file path -> [fd, exclusive, depth] (re-entrancy)
+_WARNED: set[str] = set()
+
+
+def _held() -> dict:
+    d = getattr(_TLS, "held", None)
+    if d is None:
+        d = _TLS.held = {}
+    return d
+
+
+def _forget_locks_after_fork() -> None:
+    # A forked child shares its parent's lock descriptors; it must never release them.
+    global _TLS
+    _TLS = threading.local()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_locks_after_fork)
+
+
+def _warn_once(tag: str, message: str) -> None:
+    if tag not in _WARNED:
+        _WARNED.add(tag)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def _pid_alive(pid: int) -> bool | None:
+    """True / False for a pid on this machine; None when it cannot be told."""
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OSError, OverflowError):
+        return None
+    return True
+
+
+def _read_holder(path: Path) -> dict:
+    """The JSON record a step-lock holder wrote into its lock file ({} when there is none)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_BINARY)
+    except OSError:
+        return {}
+    try:
+        raw = os.read(fd, 4096)
+    except OSError:
+        return {}
+    finally:
+        os.close(fd)
+    try:
+        info = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _describe_holder(info: dict) -> tuple[str, int | None, str | None]:
+    pid, host = info.get("pid"), info.get("host")
+    if not isinstance(pid, int) or isinstance(pid, bool):
+        return "another process (it has not recorded its pid yet)", None, None
+    host = str(host)[:100] if host is not None else None
+    text = f"pid {pid} on {host or 'an unknown host'}"
+    since = info.get("since")
+    if isinstance(since, str):
+        text += f" since {since[:40]}"
+    if host == socket.gethostname() and _pid_alive(pid) is False:
+        text += " (that process has ended; a child process it started still holds the lock)"
+    return text, pid, host
+
+
+class StoreLock:
+    """An inter-process lock on one file of a store (``fcntl.flock``); re-entrant within a
+    thread, exclusive between threads and processes. Use :meth:`Store.lock` to get one.
+
+    Attributes: ``name`` (the step name), ``path`` (the lock file, ``None`` when nothing is
+    locked: an in-memory store, a read-only store, or a platform without ``fcntl``)."""
+
+    def __init__(self, store: "Store", name: str, path: Path | None, *, exclusive: bool = True,
+                 wait: bool = True, timeout: float | None = None, step: bool = False):
+        self.store, self.name, self.path = store, name, path
+        self.exclusive, self.wait, self.timeout, self.step = exclusive, wait, timeout, step
+        self._key: str | None = None
+
+    def __enter__(self) -> "StoreLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"StoreLock({self.name!r}, {'held' if self._key else 'not held'})"
+
+    # -------------------------------------------------------------- acquire / release
+    def acquire(self) -> "StoreLock":
+        """Take the lock (waiting, or raising :class:`StoreLockedError`, as configured)."""
+        if self._key is not None:
+            raise RuntimeError(f"{self!r} is already acquired")
+        if self.path is None:
+            self._key = ""
+            return self
+        key = str(self.path)
+        held = _held()
+        h = held.get(key)
+        if h is not None:  # this thread holds it already: re-enter
+            if h[1] != self.exclusive:
+                raise RuntimeError(f"lock {key!r} is held {'exclusive' if h[1] else 'shared'} by this thread")
+            h[2] += 1
+            self._key = key
+            return self
+        fd = self._take()
+        held[key] = [fd, self.exclusive, 1]
+        self._key = key
+        if fd is not None and self.step:
+            record = {"pid": os.getpid(), "host": socket.gethostname(), "name": self.name,
+                      "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "time": time.time()}
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(record).encode("utf-8"), 0)
+            except OSError:  # pragma: no cover - the lock itself is what matters
+                pass
+        return self
+
+    def release(self) -> None:
+        key, self._key = self._key, None
+        if not key:
+            return
+        held = _held()
+        h = held.get(key)
+        if h is None:  # pragma: no cover - released in another thread / after a fork
+            return
+        h[2] -= 1
+        if h[2] > 0:
+            return
+        del held[key]
+        fd = h[0]
+        if fd is None:
+            return
+        try:
+            if self.step:  # remove the file while still holding it (waiters re-check the inode)
+                try:
+                    os.unlink(self.path)
+                except OSError:
+                    pass
+            _fcntl.flock(fd, _fcntl.LOCK_UN)  # explicit: a forked child may share the descriptor
+        finally:
+            os.close(fd)
+
+    # -------------------------------------------------------------- internals
+    def _open(self) -> int | None:
+        assert self.path is not None
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC | _O_BINARY, 0o666)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise StoreError(
+                    f"lock file {str(self.path)!r} of store {str(self.store.root)!r} is a symbolic link; "
+                    f"a store uses only its own regular files. Remove the link."
+                ) from None
+            if e.errno in _NOT_WRITABLE:
+                if self.step:  # nothing can be written here, so there is nothing to protect
+                    return None
+                raise StoreError(
+                    f"store {str(self.store.root)!r} is not writable ({e.strerror}); results cannot be "
+                    f"saved or deleted in it. Use a writable copy or another store directory."
+                ) from None
+            raise StoreError(f"cannot open lock file {str(self.path)!r}: {e}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise StoreError(f"lock file {str(self.path)!r} of store {str(self.store.root)!r} is not a "
+                             f"regular file; remove it")
+        return fd
+
+    def _take(self) -> int | None:
+        if _fcntl is None:  # pragma: no cover - Windows
+            _warn_once("platform", "semlens_widgets.store: this platform has no fcntl (e.g. Windows), so a "
+                       "store has no inter-process locking: do not run two processes on one store directory "
+                       "at the same time")
+            return None
+        mode = _fcntl.LOCK_EX if self.exclusive else _fcntl.LOCK_SH
+        blocking = self.wait and self.timeout is None and not self.step
+        deadline = None if self.timeout is None else time.monotonic() + max(float(self.timeout), 0.0)
+        pause, told = 0.01, False
+        while True:
+            fd = self._open()
+            if fd is None:
+                return None
+            try:
+                _fcntl.flock(fd, mode if blocking else mode | _fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                info = _read_holder(self.path) if self.step else {}
+                holder, pid, host = _describe_holder(info)
+                where = f"{self.name!r} of store {str(self.store.root)!r}"
+                if not self.wait:
+                    raise StoreLockedError(
+                        f"{where} is held by {holder}, which is probably computing the same step; wait "
+                        f"for it (lock(..., wait=True)) or stop that process", name=self.name, pid=pid, host=host,
+                    ) from None
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise StoreLockedError(
+                        f"waited {self.timeout:g} s for {where}, still held by {holder}; wait longer "
+                        f"(timeout=None) or stop that process", name=self.name, pid=pid, host=host,
+                    ) from None
+                if self.step and not told:
+                    told = True
+                    warnings.warn(f"waiting for {where}: held by {holder}; this process continues (and "
+                                  f"loads what it saved) when it is done", UserWarning, stacklevel=4)
+                time.sleep(pause if deadline is None else max(0.0, min(pause, deadline - time.monotonic())))
+                pause = min(pause * 2, 0.5)
+                continue
+            except OSError as e:
+                os.close(fd)
+                if e.errno in _NO_FLOCK:
+                    _warn_once(f"fs:{self.store.root}", f"store {str(self.store.root)!r}: the file system "
+                               f"does not support locks ({e.strerror}); do not run two processes on this store "
+                               f"at the same time")
+                    return None
+                raise
+            if self.step:  # the holder before us may have removed the file: then lock the new one
+                try:
+                    same = os.path.samestat(os.lstat(self.path), os.fstat(fd))
+                except OSError:
+                    same = False
+                if not same:
+                    _fcntl.flock(fd, _fcntl.LOCK_UN)
+                    os.close(fd)
+                    continue
+            return fd
+
+
+def _lock_file_name(name: str) -> str:
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{_STEP_LOCK_PREFIX}{_safe_name(name)[:60]}.{digest}.lock"
+
+
+# ---------------------------------------------------------------------- the store
 class Store:
     """Results store: safetensors files + a JSON manifest with fingerprints.
 
     ``Store(root)`` opens (and creates) a directory; ``Store(None)`` keeps everything in memory
-    (nothing is written; useful for tests and throw-away analyses).
+    (nothing is written; useful for tests and throw-away analyses; locks are no-ops there).
 
     Methods: :meth:`save` (atomic), :meth:`load` (``None`` when missing, stale or corrupt),
-    :meth:`has`, :meth:`meta`, :meth:`delete`, :meth:`keys`, :meth:`clear`, and store-level
-    records :meth:`get_info` / :meth:`set_info` (used by the Lens to remember which model a
-    directory belongs to).
+    :meth:`cached`, :meth:`chunked`, :meth:`has`, :meth:`meta`, :meth:`delete`, :meth:`keys`,
+    :meth:`clear`, store-level records :meth:`get_info` / :meth:`set_info` (used by the Lens to
+    remember which model a directory belongs to), and :meth:`lock`, the step lock for long work.
+    Processes may share one store (see the module docstring: locking, hostile manifests).
     """
 
     def __init__(self, root: str | os.PathLike | None = None):
@@ -277,11 +677,13 @@ class Store:
             raise StoreError(f"store path {str(root)!r} exists and is not a directory")
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
-        manifest = root / MANIFEST
-        if manifest.exists():
-            self._read_manifest()  # validates the format early, with a clear error
+        self._real_root = os.path.realpath(root)
+        self._valid_digest: bytes | None = None  # blake2b of the manifest bytes last validated
+        if os.path.lexists(root / MANIFEST):
+            self._read_manifest()  # validates the whole manifest early, with a clear error
         else:
-            others = [p.name for p in root.iterdir() if not p.name.startswith(".tmp-")]
+            others = [p.name for p in root.iterdir()
+                      if not (p.name.startswith(".tmp-") or _LOCK_RE.fullmatch(p.name))]
             if others:
                 raise StoreError(
                     f"{str(root)!r} is not a semlens store (no {MANIFEST}) and is not empty "
@@ -298,31 +700,148 @@ class Store:
         return f"Store({where}, {len(self.keys())} entries)"
 
     def _read_manifest(self) -> dict:
+        """The validated manifest (see :func:`_validate_manifest`); read without a lock (it is
+        replaced atomically), never through a symbolic link."""
         assert self.root is not None
         path = self.root / MANIFEST
-        if not path.exists():
-            return {"format": FORMAT, "version": FORMAT_VERSION, "info": {}, "entries": {}}
+        where = f"store manifest {str(path)!r}"
+        if not _O_NOFOLLOW and os.path.islink(path):  # pragma: no cover - Windows
+            raise StoreError(f"{where} is a symbolic link; a store reads only its own regular files")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise StoreError(f"cannot read store manifest {str(path)!r}: {e}") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise StoreError(
-                f"{str(path)!r} is not a semlens store manifest (format {data.get('format') if isinstance(data, dict) else None!r}, expected {FORMAT!r})"
-            )
-        if data.get("version") != FORMAT_VERSION:
-            raise StoreError(
-                f"store {str(self.root)!r} has format version {data.get('version')!r}; this "
-                f"semlens_widgets reads version {FORMAT_VERSION}. Use a new store directory."
-            )
-        data.setdefault("info", {})
-        data.setdefault("entries", {})
+            fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_BINARY)
+        except FileNotFoundError:
+            return {"format": FORMAT, "version": FORMAT_VERSION, "info": {}, "entries": {}}
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise StoreError(f"{where} is a symbolic link; a store reads only its own regular files "
+                                 f"(replace the link by the file it points to)") from None
+            raise StoreError(f"cannot read {where}: {e}") from None
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise StoreError(f"{where} is not a regular file")
+            if st.st_size > _MAX_MANIFEST_BYTES:
+                raise StoreError(f"{where} is larger than {_MAX_MANIFEST_BYTES} bytes ({st.st_size}); refused")
+            raw = f.read(_MAX_MANIFEST_BYTES + 1)
+        if len(raw) > _MAX_MANIFEST_BYTES:  # pragma: no cover - grew while read
+            raise StoreError(f"{where} is larger than {_MAX_MANIFEST_BYTES} bytes; refused")
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError) as e:
+            raise StoreError(f"cannot read {where}: {str(e)[:200]}") from None
+        digest = hashlib.blake2b(raw, digest_size=16).digest()
+        if digest == self._valid_digest:  # these exact bytes passed the check before
+            data.setdefault("info", {})
+            data.setdefault("entries", {})
+            return data
+        data = _validate_manifest(data, where)
+        self._valid_digest = digest
         return data
 
     def _write_manifest(self, data: dict) -> None:
         assert self.root is not None
-        payload = json.dumps(data, indent=1, sort_keys=True).encode("utf-8")
-        atomic_write_bytes(self.root / MANIFEST, payload)
+        payload = _dump_manifest(data)
+        _atomic_write(self.root / MANIFEST, payload, _STORE_TMP_PREFIX)
+        # written from a checked manifest plus records this process made
+        self._valid_digest = hashlib.blake2b(payload, digest_size=16).digest()
+
+    def _manifest_lock(self) -> StoreLock:
+        """Held around every manifest read-modify-write."""
+        assert self.root is not None
+        return StoreLock(self, "manifest", Path(self._real_root) / _MANIFEST_LOCK)
+
+    def _writers_lock(self, *, exclusive: bool, wait: bool = True) -> StoreLock:
+        """Shared by saves from writing their file until the manifest names it; exclusive for
+        sweeping orphans (so a file another save is about to register is never swept)."""
+        assert self.root is not None
+        return StoreLock(self, "writers", Path(self._real_root) / _WRITERS_LOCK, exclusive=exclusive, wait=wait)
+
+    def lock(self, name: str, wait: bool = True, timeout: float | None = None) -> StoreLock:
+        """A named step lock for long work, as a context manager::
+
+            with store.lock(f"embed/{layer}"):      # the key the step will save
+                got = store.load(key, fp)           # re-check: another process may have saved it
+                if got is None:
+                    ...compute, store.save(key, ...)
+
+        The holder's pid, host and start time are recorded in the lock file. When another live
+        process holds ``name``: ``wait=True`` waits (a warning says for whom) up to ``timeout``
+        seconds (``None``: as long as it takes), ``wait=False`` raises
+        :class:`StoreLockedError` naming the holder's pid. Locks die with their process, so the
+        lock of a killed run is taken over. Re-entrant within a thread (:meth:`cached` and
+        :meth:`chunked` lock their keys, so they nest inside a step lock of the same key).
+        No-op for an in-memory store and for a store that cannot be written.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"lock name must be a non-empty string, got {_short(name)}")
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout >= 0):
+            raise ValueError(f"lock timeout must be None or a number >= 0 (seconds), got {_short(timeout)}")
+        # the resolved root: a thread re-entering through another spelling of the root (a
+        # relative path, a symlink) must find its own lock, not wait for itself
+        path = None if self.root is None else Path(self._real_root) / _lock_file_name(name)
+        return StoreLock(self, name, path, wait=bool(wait), timeout=timeout, step=True)
+
+    # ------------------------------------------------------------------ files
+    def _entry_path(self, key: str, fname: str) -> Path:
+        """The path of an entry's file: a plain name of the store's pattern, directly inside the
+        root, and not a symbolic link (the manifest check already refused anything else)."""
+        assert self.root is not None
+        if not isinstance(fname, str) or _FILE_RE.fullmatch(fname) is None:  # pragma: no cover
+            raise StoreError(f"store {str(self.root)!r}: entry {_short(key)} has file {_short(fname)}; "
+                             f"accepted: {_FIELDS['file'][1]}")
+        path = self.root / fname
+        if os.path.islink(path):
+            raise StoreError(
+                f"store {str(self.root)!r}: the file {fname!r} of entry {_short(key)} is a symbolic link "
+                f"(to {_short(os.readlink(path))}); a store reads and deletes only its own regular files. "
+                f"Remove the link or the entry."
+            )
+        if os.path.dirname(os.path.realpath(path)) != self._real_root:  # pragma: no cover - defence in depth
+            raise StoreError(f"store {str(self.root)!r}: the file {fname!r} of entry {_short(key)} resolves "
+                             f"outside the store directory")
+        return path
+
+    def _is_own_file(self, fname: str) -> bool:
+        """A regular file (not a link, FIFO, directory) of that name exists in the root."""
+        assert self.root is not None
+        try:
+            return stat.S_ISREG(os.lstat(self.root / fname).st_mode)
+        except OSError:
+            return False
+
+    def _unlink(self, fname: str) -> None:
+        """Remove one of the store's own files: a regular file whose name matches the store's
+        patterns, directly in the root. Anything else is left alone."""
+        assert self.root is not None
+        if not (_FILE_RE.fullmatch(fname) or _TMP_RE.fullmatch(fname)):  # pragma: no cover - callers check
+            return
+        if not self._is_own_file(fname):
+            return
+        try:
+            os.unlink(self.root / fname)
+        except FileNotFoundError:
+            pass
+        except OSError as e:  # pragma: no cover - e.g. a read-only directory
+            warnings.warn(f"store {str(self.root)!r}: cannot remove {fname!r} ({e})", stacklevel=3)
+
+    def _sweep_orphans(self) -> None:
+        """Remove files of the store's own patterns that no entry names (a killed run's tensor
+        files and ``.tmp-*`` parts). Skipped while another save is writing (it runs again at the
+        next save); never touches names of other patterns, links or directories."""
+        assert self.root is not None
+        sweep = self._writers_lock(exclusive=True, wait=False)
+        try:
+            sweep.acquire()
+        except StoreLockedError:
+            return
+        try:
+            with self._manifest_lock():
+                referenced = {rec["file"] for rec in self._read_manifest()["entries"].values()}
+                for name in os.listdir(self.root):
+                    if (_FILE_RE.fullmatch(name) and name not in referenced) or _TMP_RE.fullmatch(name):
+                        self._unlink(name)
+        finally:
+            sweep.release()
 
     # ------------------------------------------------------------------ info
     def get_info(self, name: str, default: Any = None) -> Any:
@@ -332,14 +851,15 @@ class Store:
         return self._read_manifest()["info"].get(name, default)
 
     def set_info(self, name: str, value: Any) -> None:
-        """Set a store-level JSON record (written atomically with the manifest)."""
+        """Set a store-level JSON record (written atomically with the manifest, under its lock)."""
         value = json.loads(json.dumps(value))
         if self.root is None:
             self._mem_info[name] = value
             return
-        data = self._read_manifest()
-        data["info"][name] = value
-        self._write_manifest(data)
+        with self._manifest_lock():
+            data = self._read_manifest()
+            data["info"][name] = value
+            self._write_manifest(data)
 
     # ------------------------------------------------------------------ entries
     def keys(self, prefix: str = "") -> list[str]:
@@ -356,8 +876,11 @@ class Store:
     ) -> None:
         """Save ``tensors`` under ``key`` with the ``fingerprint`` of their inputs (atomic).
 
-        The tensor file is complete and fsynced before the manifest points at it; the previous
-        file of the key (if any) is removed only after the manifest was replaced.
+        The tensor file is complete and fsynced before the manifest points at it; the manifest
+        update holds the store's lock (concurrent saves lose nothing); the previous file of the
+        key (if any) is removed only after the manifest was replaced. Then orphans of killed
+        runs are swept. A manifest that breaks the store's rules is refused (:class:`StoreError`)
+        and the new file removed again.
         """
         _check_key(key)
         if not isinstance(fingerprint, str) or not fingerprint:
@@ -378,21 +901,43 @@ class Store:
             return
         data = _st_save(tensors, metadata={"key": key, "fingerprint": fingerprint})
         fname = f"{_safe_name(key)}.{uuid.uuid4().hex[:12]}.safetensors"
-        atomic_write_bytes(self.root / fname, data)
         record["file"] = fname
         record["sha256"] = hashlib.sha256(data).hexdigest()
-        manifest = self._read_manifest()
-        old = manifest["entries"].get(key)
-        manifest["entries"][key] = record
-        self._write_manifest(manifest)
-        if old and old.get("file") and old["file"] != fname:
-            self._unlink(old["file"])
+        stage = "file"
+        with self._writers_lock(exclusive=False):
+            try:
+                _atomic_write(self.root / fname, data, _STORE_TMP_PREFIX)
+                with self._manifest_lock():
+                    manifest = self._read_manifest()
+                    old = manifest["entries"].get(key)
+                    manifest["entries"][key] = record
+                    stage = "manifest"
+                    self._write_manifest(manifest)
+                    stage = "done"
+                    if old is not None and old["file"] != fname:
+                        self._unlink(old["file"])
+            except BaseException:
+                if stage != "done":
+                    self._discard_unregistered(fname, maybe_registered=stage == "manifest")
+                raise
+        self._sweep_orphans()
+
+    def _discard_unregistered(self, fname: str, maybe_registered: bool) -> None:
+        """Remove the fresh file of a save that failed before the manifest named it."""
+        if maybe_registered:
+            try:
+                if any(r["file"] == fname for r in self._read_manifest()["entries"].values()):
+                    return
+            except BaseException:
+                return  # cannot tell: keep it (an orphan at worst, swept later)
+        self._unlink(fname)
 
     def load(self, key: str, fingerprint: str) -> dict[str, torch.Tensor] | None:
         """The tensors of ``key`` if they were produced with ``fingerprint``, else ``None``.
 
         ``None`` also when the file is missing, unreadable or its bytes do not match the
-        recorded sha256 (a warning says so); half data is never returned.
+        recorded sha256 (a warning says so); half data is never returned. An entry file that is
+        a symbolic link, a FIFO or a directory raises :class:`StoreError` (never followed).
         """
         _check_key(key)
         if self.root is None:
@@ -401,15 +946,28 @@ class Store:
                 return None
             return {k: v.clone() for k, v in rec["tensors"].items()}
         rec = self._read_manifest()["entries"].get(key)
-        if rec is None or rec.get("fingerprint") != fingerprint:
+        if rec is None or rec["fingerprint"] != fingerprint:
             return None
-        path = self.root / rec["file"]
+        path = self._entry_path(key, rec["file"])
         try:
-            data = path.read_bytes()
+            fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_BINARY)
         except OSError as e:
+            if e.errno == errno.ELOOP:  # became a link after the check above
+                raise StoreError(f"store {str(self.root)!r}: the file of entry {_short(key)} is a symbolic "
+                                 f"link; a store reads only its own regular files") from None
             warnings.warn(f"store {str(self.root)!r}: entry {key!r} unreadable ({e}); recomputing", stacklevel=2)
             return None
-        if hashlib.sha256(data).hexdigest() != rec.get("sha256"):
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise StoreError(f"store {str(self.root)!r}: the file {rec['file']!r} of entry {_short(key)} "
+                                 f"is not a regular file; a store reads only its own regular files")
+            try:
+                data = f.read()
+            except OSError as e:
+                warnings.warn(f"store {str(self.root)!r}: entry {key!r} unreadable ({e}); recomputing",
+                              stacklevel=2)
+                return None
+        if hashlib.sha256(data).hexdigest() != rec["sha256"]:
             warnings.warn(
                 f"store {str(self.root)!r}: file of entry {key!r} is corrupt (checksum mismatch); recomputing",
                 stacklevel=2,
@@ -420,7 +978,7 @@ class Store:
         except (SafetensorError, ValueError, RuntimeError) as e:  # pragma: no cover - checksum guards
             warnings.warn(f"store {str(self.root)!r}: entry {key!r} unreadable ({e}); recomputing", stacklevel=2)
             return None
-        if set(out) != set(rec.get("shapes", {})):  # pragma: no cover - checksum guards
+        if set(out) != set(rec["shapes"]):  # pragma: no cover - checksum guards
             return None
         return out
 
@@ -428,23 +986,29 @@ class Store:
                *, meta: dict | None = None) -> dict[str, torch.Tensor]:
         """The tensors of ``key`` for ``fingerprint``: loaded when stored, else ``compute()``,
         saved (atomically, with ``meta``) and returned. The one load-else-compute-and-save
-        helper of the package."""
+        helper of the package. Computes under the step lock ``key`` after a second look, so
+        when two processes race, the second waits and loads what the first saved."""
         got = self.load(key, fingerprint)
-        if got is None:
-            got = compute()
-            self.save(key, got, fingerprint, meta=meta)
+        if got is not None:
+            return got
+        with self.lock(key):
+            got = self.load(key, fingerprint)
+            if got is None:
+                got = compute()
+                self.save(key, got, fingerprint, meta=meta)
         return got
 
     def has(self, key: str, fingerprint: str) -> bool:
-        """True when ``key`` exists with this ``fingerprint`` (the file is not re-verified)."""
+        """True when ``key`` exists with this ``fingerprint`` and its file is a regular file of
+        the store (its content is not re-verified)."""
         _check_key(key)
         if self.root is None:
             rec = self._mem.get(key)
         else:
             rec = self._read_manifest()["entries"].get(key)
-            if rec is not None and not (self.root / rec["file"]).exists():
+            if rec is not None and not self._is_own_file(rec["file"]):
                 return False
-        return rec is not None and rec.get("fingerprint") == fingerprint
+        return rec is not None and rec["fingerprint"] == fingerprint
 
     def meta(self, key: str) -> dict | None:
         """The manifest record of ``key`` (fingerprint, meta, shapes, dtypes, package version,
@@ -468,12 +1032,12 @@ class Store:
             for k in keys:
                 n += self._mem.pop(k, None) is not None
             return n
-        manifest = self._read_manifest()
-        removed = [manifest["entries"].pop(k) for k in keys if k in manifest["entries"]]
-        if removed:
-            self._write_manifest(manifest)
-            for rec in removed:
-                if rec.get("file"):
+        with self._manifest_lock():
+            manifest = self._read_manifest()
+            removed = [manifest["entries"].pop(k) for k in dict.fromkeys(keys) if k in manifest["entries"]]
+            if removed:
+                self._write_manifest(manifest)
+                for rec in removed:
                     self._unlink(rec["file"])
         return len(removed)
 
@@ -483,21 +1047,43 @@ class Store:
         ``size`` items, saving each finished chunk under ``prefix/chunk<a>-<b>`` (fingerprint
         ``fp``) and loading the ones already there. A single chunk is computed without a
         checkpoint (the caller's final entry is the only one worth writing). Returns the
-        chunks' tensor dicts in order; :meth:`drop_chunks` removes the checkpoints."""
+        chunks' tensor dicts in order; :meth:`drop_chunks` removes the checkpoints.
+
+        Safe when processes share the work: each chunk is computed under its step lock after a
+        second look; a chunk another process is computing is skipped at first and loaded (or,
+        if that process died, computed) at the end, so every chunk is computed once."""
         from tqdm.auto import tqdm
 
         chunks = [(a, min(a + size, n)) for a in range(0, n, size)]
         if len(chunks) == 1:
             return [compute(*chunks[0])]
-        parts = []
-        for a, b in tqdm(chunks, desc=desc, disable=not progress, unit="chunk"):
-            key = f"{prefix}/chunk{a}-{b}"
-            got = self.load(key, fp)
-            if got is None:
-                got = compute(a, b)
-                self.save(key, got, fp)
-            parts.append(got)
-        return parts
+        parts: list[dict | None] = [None] * len(chunks)
+        busy = []
+        with tqdm(total=len(chunks), desc=desc, disable=not progress, unit="chunk") as bar:
+            for i, (a, b) in enumerate(chunks):
+                key = f"{prefix}/chunk{a}-{b}"
+                got = self.load(key, fp)
+                if got is None:
+                    lk = self.lock(key, wait=False)
+                    try:
+                        lk.acquire()
+                    except StoreLockedError:
+                        busy.append(i)  # another process computes it right now
+                        continue
+                    try:
+                        got = self.load(key, fp)
+                        if got is None:
+                            got = compute(a, b)
+                            self.save(key, got, fp)
+                    finally:
+                        lk.release()
+                parts[i] = got
+                bar.update()
+            for i in busy:
+                a, b = chunks[i]
+                parts[i] = self.cached(f"{prefix}/chunk{a}-{b}", fp, lambda a=a, b=b: compute(a, b))
+                bar.update()
+        return parts  # type: ignore[return-value]
 
     def drop_chunks(self, prefix: str) -> None:
         """Remove the checkpoints :meth:`chunked` wrote under ``prefix``."""
@@ -506,19 +1092,15 @@ class Store:
             self.delete_many(keys)
 
     def clear(self) -> None:
-        """Remove every entry, every store-level record and orphan files."""
+        """Remove every entry, every store-level record and the store's own files (tensor files
+        and temp parts of its name patterns; nothing else in the directory). Waits for saves
+        in progress."""
         if self.root is None:
             self._mem.clear()
             self._mem_info.clear()
             return
-        self._write_manifest({"format": FORMAT, "version": FORMAT_VERSION, "info": {}, "entries": {}})
-        for p in self.root.iterdir():
-            if p.name != MANIFEST and (p.suffix == ".safetensors" or p.name.startswith(".tmp-")):
-                self._unlink(p.name)
-
-    def _unlink(self, fname: str) -> None:
-        assert self.root is not None
-        try:
-            (self.root / fname).unlink()
-        except FileNotFoundError:
-            pass
+        with self._writers_lock(exclusive=True), self._manifest_lock():
+            self._write_manifest({"format": FORMAT, "version": FORMAT_VERSION, "info": {}, "entries": {}})
+            for name in os.listdir(self.root):
+                if _FILE_RE.fullmatch(name) or _TMP_RE.fullmatch(name):
+                    self._unlink(name)

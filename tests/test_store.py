@@ -88,7 +88,9 @@ def test_disk_layout_is_safetensors_and_json_only(tmp_path):
     st.save("crops/layer1.0.relu@1/0-64", {"boxes": torch.zeros(2, 3, 4, dtype=torch.long)}, "f")
     names = sorted(os.listdir(tmp_path))
     assert "manifest.json" in names
-    files = [n for n in names if n != "manifest.json"]
+    locks = [n for n in names if n.startswith(".semlens-") and n.endswith(".lock")]
+    assert all((tmp_path / n).read_bytes() == b"" for n in locks)  # inter-process lock files: empty
+    files = [n for n in names if n != "manifest.json" and n not in locks]
     assert len(files) == 1 and files[0].endswith(".safetensors") and "/" not in files[0]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["format"] == "semlens-store"
@@ -160,7 +162,7 @@ def test_crash_between_file_and_manifest(tmp_path, monkeypatch):
     torch.testing.assert_close(st2.load("k", "f1")["a"], torch.zeros(4))
     assert st2.load("k", "f2") is None
     st2.clear()
-    assert [n for n in os.listdir(tmp_path)] == ["manifest.json"]
+    assert [n for n in os.listdir(tmp_path) if not n.endswith(".lock")] == ["manifest.json"]
 
 
 def test_store_dir_errors(tmp_path):
