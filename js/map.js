@@ -396,13 +396,24 @@ function render({ model, el }) {
 
   // Category names where their points cluster: per category the densest 3x3 block of
   // NAME_CELL-px cells (screen space, so it follows zoom and pan); a name is written when that
-  // block holds >= 3 of its points and >= 30 % of those in view, largest clusters first, each
-  // at the first of five spots that overlaps no name already written (else not at all).
+  // block holds >= 3 of its points, >= 35 % of those in view, and 2.5 times the share of all
+  // points that the block holds (a category spread like everything else has no place of its
+  // own); largest clusters first, each at the first of five spots that overlaps no name already
+  // written (else not at all).
   function drawNames(ctx) {
     let placed = 0;
     if (namesBox.checked && named.length) {
       const names = model.get("color_names");
       const cands = [];
+      const all = new Map();
+      let nAll = 0;
+      for (let i = 0; i < n; i++) {
+        const x = sx(xy[2 * i]), y = sy(xy[2 * i + 1]);
+        if (x < 0 || y < 0 || x >= W || y >= H) continue;
+        nAll++;
+        const key = Math.floor(x / NAME_CELL) * 65536 + Math.floor(y / NAME_CELL);
+        all.set(key, (all.get(key) || 0) + 1);
+      }
       for (const g of named) {
         if (focus >= 0 && g !== focus) continue;
         const cells = new Map();
@@ -416,16 +427,19 @@ function render({ model, el }) {
           c.n++; c.x += x; c.y += y;
         }
         let best = null;
-        for (const [key, c] of cells) {
+        for (const [key] of cells) {
           const cx = Math.floor(key / 65536), cy = key % 65536;
-          const sum = { n: 0, x: 0, y: 0 };
+          const sum = { n: 0, x: 0, y: 0, all: 0 };
           for (let dx = -1; dx <= 1; dx++) for (let dy = -1; dy <= 1; dy++) {
-            const o = cells.get((cx + dx) * 65536 + cy + dy);
+            const k = (cx + dx) * 65536 + cy + dy;
+            const o = cells.get(k);
             if (o) { sum.n += o.n; sum.x += o.x; sum.y += o.y; }
+            sum.all += all.get(k) || 0;
           }
           if (!best || sum.n > best.n) best = sum;
         }
-        if (best && best.n >= 3 && best.n >= 0.3 * visible) cands.push({ g, n: best.n, x: best.x / best.n, y: best.y / best.n });
+        const enriched = best && best.n / visible >= 2.5 * (best.all / nAll);
+        if (best && best.n >= 3 && best.n >= 0.35 * visible && enriched) cands.push({ g, n: best.n, x: best.x / best.n, y: best.y / best.n });
       }
       cands.sort((a, b) => b.n - a.n);
       ctx.font = `600 12px ${theme.font}`;

@@ -179,14 +179,14 @@ def canvas_ink(page, selector: str) -> dict:
         }""", selector)
 
 
-def canvas_colors(page, selector: str, min_pixels: int = 12) -> dict:
-    """Distinct colours drawn on the first canvas matching selector (RGB quantised to 5 bits,
+def canvas_colors(page, selector: str, min_pixels: int = 12, index: int = 0) -> dict:
+    """Distinct colours drawn on the index-th canvas matching selector (RGB quantised to 5 bits,
     ignoring the background = the most common colour; a colour counts when it covers at least
     ``min_pixels`` pixels), and the bounding box of everything that is not background as a
     fraction of the canvas: {"colors": int, "bbox": [x0, y0, x1, y1] in 0..1, "ink": int}."""
     return page.evaluate(
-        """([sel, minPx]) => {
-          const c = document.querySelector(sel);
+        """([sel, minPx, index]) => {
+          const c = document.querySelectorAll(sel)[index];
           if (!c) return {colors: 0, bbox: null, ink: 0};
           const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
           const counts = new Map();
@@ -207,7 +207,7 @@ def canvas_colors(page, selector: str, min_pixels: int = 12) -> dict:
             }
           }
           return {colors, ink, bbox: ink ? [x0 / c.width, y0 / c.height, (x1 + 1) / c.width, (y1 + 1) / c.height] : null};
-        }""", [selector, min_pixels])
+        }""", [selector, min_pixels, index])
 
 
 DECODED_JS = """(root) => [...root.querySelectorAll('img.slw-thumb-img, canvas.slw-thumb-img')].filter(i =>

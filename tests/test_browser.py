@@ -140,6 +140,19 @@ def test_map_canvas_draws_points(page):
     m.get_by_role("button", name="pan").click()
 
 
+def test_map_with_more_labels_than_colours_groups_the_rest_as_other(page):
+    m = page.locator("[data-testid='slw-map']").nth(1)  # 400 components, 40 labels
+    m.scroll_into_view_if_needed()
+    items = m.locator("[data-testid='slw-map-legend-item']")
+    swatches = items.evaluate_all("l => l.map(e => getComputedStyle(e.querySelector('.slw-swatch')).backgroundColor)")
+    names = items.all_text_contents()
+    assert len(names) == 31 and names[-1].startswith("(unlabelled)"), names  # 30 colours + unlabelled
+    assert len(set(swatches)) == len(swatches), swatches  # no colour twice
+    assert "other: 10 smaller labels" in m.text_content()
+    assert canvas_colors(page, "[data-testid='slw-map-canvas']", index=1)["colors"] >= 25  # ~30 hues drawn
+    shot(page, "map", "map_crowded", index=1)
+
+
 def test_gallery_shows_crops_and_full_images(page):
     g = page.locator("[data-testid='slw-gallery']").first
     g.scroll_into_view_if_needed()

@@ -207,6 +207,21 @@ def test_gallery_info_and_navigation(lens):
     assert "not one of" in g.error and g.mode == "full"
 
 
+def test_gallery_top_classes_carry_shares_of_the_class_relevance(lens):
+    import torch
+
+    rel = torch.tensor(np.random.default_rng(0).normal(size=(4, 12)), dtype=torch.float32)  # [K, C]
+    lens.class_relevance = lambda layer: rel
+    g = W.ConceptGallery(lens, "block4", 3)
+    tops = g.info["top_classes"]
+    assert tops and all(t["share"] is not None for t in tops)
+    for t in tops:  # the component's relevance over the class's summed |relevance| in the layer
+        assert t["share"] == pytest.approx(t["relevance"] / float(rel[t["class"]].abs().sum()))
+    del lens.class_relevance
+    g2 = W.ConceptGallery(lens, "block4", 3)  # a lens without class relevance: no share, no made-up number
+    assert all(t["share"] is None for t in g2.info["top_classes"])
+
+
 def test_gallery_follows_selection_and_keeps_xss_label_as_data(lens):
     g = W.ConceptGallery(lens, "block4", 0, concepts=CONCEPTS)
     xss = [c for c in range(12) if lens._label_of("block4", c) == XSS]
