@@ -257,15 +257,21 @@ print(out["v"].tolist())
 """
 
 
-def test_cached_race_computes_once(tmp_path):
+def _race(tmp_path, code):
+    """Two children run ``code`` (argv: root, counter, go) on one store at the same moment;
+    returns their printed JSON and the lines they appended to the counter file."""
     root = tmp_path / "s"
     Store(root)
     counter, go = tmp_path / "counter", tmp_path / "go"
-    procs = [_spawn(CACHED, root, counter, go) for _ in range(2)]
+    procs = [_spawn(code, root, counter, go) for _ in range(2)]
     _go(go, procs)
-    outs = _finish(procs)
-    assert [json.loads(o) for o in outs] == [[0, 1, 2, 3, 4]] * 2
-    assert len(counter.read_text().split()) == 1, "the second process recomputed instead of loading"
+    return [json.loads(o) for o in _finish(procs)], counter.read_text().split()
+
+
+def test_cached_race_computes_once(tmp_path):
+    outs, computed = _race(tmp_path, CACHED)
+    assert outs == [[0, 1, 2, 3, 4]] * 2
+    assert len(computed) == 1, "the second process recomputed instead of loading"
 
 
 CHUNKED = """
@@ -283,12 +289,6 @@ print(torch.cat([p["x"] for p in parts]).tolist())
 
 
 def test_chunked_race_computes_each_chunk_once(tmp_path):
-    root = tmp_path / "s"
-    Store(root)
-    counter, go = tmp_path / "counter", tmp_path / "go"
-    procs = [_spawn(CHUNKED, root, counter, go) for _ in range(2)]
-    _go(go, procs)
-    outs = _finish(procs)
-    assert [json.loads(o) for o in outs] == [list(range(0, 24, 2))] * 2
-    starts = sorted(int(a) for a in counter.read_text().split())
-    assert starts == list(range(0, 12, 2)), "a chunk was computed twice (or not at all)"
+    outs, computed = _race(tmp_path, CHUNKED)
+    assert outs == [list(range(0, 24, 2))] * 2
+    assert sorted(map(int, computed)) == list(range(0, 12, 2)), "a chunk was computed twice (or not at all)"
