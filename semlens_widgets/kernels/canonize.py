@@ -156,28 +156,21 @@ class _ShareMul(torch.autograd.Function):
         return half.sum_to_size(ctx.shapes[0]), half.sum_to_size(ctx.shapes[1])
 
 
-class _Attach(torch.autograd.Function):
-    """``out = y`` (computed from ``x`` without autograd); backward: identity to ``x``."""
+class _PassOp(torch.autograd.Function):
+    """``out = compute(x)`` (an elementwise op of ``x``, computed without a graph); backward:
+    the identity to ``x`` (the pass rule)."""
 
     @staticmethod
-    def forward(ctx, x, y):  # noqa: D102
+    def forward(ctx, x, compute):  # noqa: D102
         ctx.shape = x.shape
-        return y.clone()
+        return compute(x)
 
     @staticmethod
     def backward(ctx, rel):  # noqa: D102
         return rel.sum_to_size(ctx.shape), None
 
 
-_OWN_FUNCTIONS = (_SumRule, _GateMul, _ShareMul, _Attach)
-
-
-def _detached(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.detach()
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_detached(o) for o in obj)
-    return obj
+_OWN_FUNCTIONS = (_SumRule, _GateMul, _ShareMul, _PassOp)
 
 
 def _inplace(name: str) -> bool:
@@ -228,9 +221,10 @@ class _RuleMode(TorchFunctionMode):
             if not _is_act(x):
                 return func(*args, **kwargs)
             kw = {k: v for k, v in kwargs.items() if k != "inplace"}
-            with torch.no_grad():
-                y = func(*_detached(args), **_detached(kw))
-            return _Attach.apply(x, y)
+            rest = args[1:] if args else ()
+            if not args:
+                kw = {k: v for k, v in kw.items() if k != "input"}
+            return _PassOp.apply(x, lambda xx: func(xx, *rest, **kw))
         a, b = _binary_args(name, args, kwargs)
         if name in _ADD or name in _SUB:
             if not (_is_act(a) and _is_act(b)):
@@ -240,21 +234,19 @@ class _RuleMode(TorchFunctionMode):
             return self._finish(name, a, lambda aa: _SumRule.apply(aa, b, alpha, self.eps))
         if name in _DIV:
             if _is_act(a) and not _is_act(b):
-                with torch.no_grad():
-                    y = torch.div(a.detach(), _detached(b), **{k: v for k, v in kwargs.items() if k == "rounding_mode"})
-                return self._finish(name, a, lambda aa: _Attach.apply(aa, y))
+                kw = {k: v for k, v in kwargs.items() if k == "rounding_mode"}
+                return self._finish(name, a, lambda aa: _PassOp.apply(aa, lambda xx: torch.div(xx, b, **kw)))
             return func(*args, **kwargs)
         # multiplication
         acts = [t for t in (a, b) if _is_act(t)]
         if not acts:
             return func(*args, **kwargs)
         if len(acts) == 1:
-            x = acts[0]
-            with torch.no_grad():
-                y = torch.mul(_detached(a), _detached(b))
-            if x is not a and _inplace(name):
+            if acts[0] is a:
+                return self._finish(name, a, lambda aa: _PassOp.apply(aa, lambda xx: torch.mul(xx, b)))
+            if _inplace(name):  # constant *= activation: leave it to autograd
                 return func(*args, **kwargs)
-            return self._finish(name, a, lambda aa: _Attach.apply(aa if x is a else x, y))
+            return _PassOp.apply(b, lambda xx: torch.mul(a, xx))
         gated = [self.gates.get(id(t)) is t for t in (a, b)]
         if gated[0] != gated[1]:
             value, gate = (b, a) if gated[0] else (a, b)

@@ -51,6 +51,7 @@ __all__ = [
     "lrp_context",
     "component_start",
     "start_relevance",
+    "fast_rules",
     "conservation",
     "low_conservation",
 ]
@@ -105,7 +106,7 @@ class ZPlusConserving(BasicHook):
         if rel is None:  # no relevance reaches this layer
             return tuple(None for _ in grad_input)
         paths = [(x.clamp(min=0), _POS)]
-        if bool((x < 0).any()):
+        if bool(x.amin() < 0):
             paths.append((x.clamp(max=0), _NEG))
         inputs, outputs = [], []
         for inp, modifier in paths:
@@ -119,8 +120,8 @@ class ZPlusConserving(BasicHook):
         relevance = inputs[0].detach() * grads[0]
         if len(inputs) > 1:
             relevance = relevance + inputs[1].detach() * grads[1]
-        share = self.stabilizer / den
-        if bool(((share > 1e-3) & (rel != 0)).any()):
+        if bool(z.amin() < 999 * self.stabilizer):  # some unit hands on more than 1e-3 flat
+            share = self.stabilizer / den
             ones = torch.ones_like(x).requires_grad_()
             with mod_params(module, _ONES) as modified, torch.enable_grad():
                 count = modified.forward(ones)
@@ -423,6 +424,76 @@ def component_start(activation: torch.Tensor, components: torch.Tensor, *, absol
     return start * (_peak_onehot(start, components) if peak else _component_onehot(a, components))
 
 
+class _RuleFn(torch.autograd.Function):
+    """A module with a zennit rule as one autograd node: the module's forward runs without a
+    graph, the backward is the rule (``hook.backward``) on the saved input."""
+
+    @staticmethod
+    def forward(ctx, x, fwd, hook, module):  # noqa: D102
+        ctx.hook, ctx.module = hook, module
+        ctx.save_for_backward(x)
+        return fwd(x)
+
+    @staticmethod
+    def backward(ctx, rel):  # noqa: D102
+        (x,) = ctx.saved_tensors
+        hook, module = ctx.hook, ctx.module
+        hook.stored_tensors["input"] = (x,)
+        override = module.__dict__.pop("forward", None)  # the rule re-runs the original forward
+        try:
+            with torch.enable_grad():
+                out = hook.backward(module, (x,), (rel,))
+        finally:
+            hook.stored_tensors.clear()
+            if override is not None:
+                module.forward = override
+        return out[0], None, None, None
+
+
+@contextlib.contextmanager
+def fast_rules(composite, model: nn.Module) -> Iterator[nn.Module]:
+    """``composite.context(model)`` with the same canonizers and rules, applied without zennit's
+    hooks: each module with a rule runs its forward without an autograd graph and becomes one
+    node whose backward is the rule (:class:`_RuleFn`). The relevance is zennit's; the original
+    backward through the module, which zennit computes and then replaces, is skipped (about a
+    third of the backward work on EfficientNet-Lite0), and nothing is cloned per module.
+
+    Modules called with several inputs or keyword arguments, and rules other than zennit
+    ``Hook`` subclasses, fall back to zennit's own registration.
+    """
+    from zennit.core import Hook
+
+    handles: list = []
+    overridden: list[nn.Module] = []
+    try:
+        for canonizer in getattr(composite, "canonizers", None) or []:
+            handles.extend(canonizer.apply(model))
+        ctx: dict = {}
+        for name, child in model.named_modules():
+            template = composite.module_map(ctx, name, child)
+            if template is None:
+                continue
+            hook = template.copy()
+            if not isinstance(hook, Hook) or "forward" in child.__dict__:
+                handles.append(hook.register(child))
+                continue
+            original = child.forward
+
+            def wrapped(*args, _orig=original, _hook=hook, _mod=child, **kwargs):
+                if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor) or not torch.is_grad_enabled():
+                    return _orig(*args, **kwargs)
+                return _RuleFn.apply(args[0], _orig, _hook, _mod)
+
+            child.forward = wrapped
+            overridden.append(child)
+        yield model
+    finally:
+        for child in overridden:
+            child.__dict__.pop("forward", None)
+        for h in reversed(handles):
+            h.remove()
+
+
 class _Stop(Exception):
     """Raised by a forward hook once the start layer has run: nothing above it is needed."""
 
@@ -445,9 +516,10 @@ def start_relevance(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Local LRP: relevance ``init(activation)`` started at ``layer``, propagated to the input.
 
-    The forward pass stops once ``layer`` has run (a local start needs nothing above it), under
-    ``composite.context(model)``; this is what zennit-crp's ``CondAttribution(start_layer=layer,
-    init_rel=init)`` computes, without the forward pass above the layer.
+    The forward pass stops once ``layer`` has run (a local start needs nothing above it), with
+    the composite's canonizers and rules applied by :func:`fast_rules`; this is what
+    zennit-crp's ``CondAttribution(start_layer=layer, init_rel=init)`` computes, without the
+    forward pass above the layer and without the backward that zennit's hooks discard.
 
     Args:
         model: the network (eval mode and ``requires_grad`` flags restored).
@@ -474,7 +546,7 @@ def start_relevance(
             with torch.no_grad(), LayerCapture(model, [layer]) as probe:
                 model(data[:1].detach())
                 probe.check()
-        with composite.context(model) as modified, LayerCapture(model, names, retain_grad=True) as cap:
+        with fast_rules(composite, model) as modified, LayerCapture(model, names, retain_grad=True) as cap:
             spec_module = dict(model.named_modules())[cap.resolved[layer][0].module]
 
             def stop(module, inputs, output):
