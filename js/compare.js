@@ -41,8 +41,8 @@ function render({ model, el }) {
       }) : emptyNote("no component carries it"));
     replace(body,
       h("div", { class: "slw-scores" },
-        h("div", { class: "slw-score", title: `mean over ${a}'s components of the best cosine match in ${b} (paper eq. 6)` }, h("div", { class: "slw-sub", text: `S(${a} → ${b})` }), h("b", { text: fmt(model.get("s_ab")) })),
-        h("div", { class: "slw-score", title: `mean over ${b}'s components of the best cosine match in ${a} (paper eq. 6)` }, h("div", { class: "slw-sub", text: `S(${b} → ${a})` }), h("b", { text: fmt(model.get("s_ba")) })),
+        h("div", { class: "slw-score", title: `mean over ${a}'s components of the best cosine match in ${b} (paper eqs. 5/6)` }, h("div", { class: "slw-sub", text: `S(${a} → ${b})` }), h("b", { text: fmt(model.get("s_ab")) })),
+        h("div", { class: "slw-score", title: `mean over ${b}'s components of the best cosine match in ${a} (paper eqs. 5/6)` }, h("div", { class: "slw-sub", text: `S(${b} → ${a})` }), h("b", { text: fmt(model.get("s_ba")) })),
         h("div", { class: "slw-hint slw-score-note", text: `S(X → Y): how well, on average, each component of X finds a component of Y that encodes the same concept (1 = all of them)` })),
       h("div", { class: "slw-compare-top" },
         h("div", { class: "slw-cols" }, col("shared", model.get("shared"), "shared"), col(`only in ${a}`, model.get("unique_a"), "a"), col(`only in ${b}`, model.get("unique_b"), "b")),

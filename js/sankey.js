@@ -75,6 +75,7 @@ function render({ model, el }) {
   const hatchId = `slw-hatch-${++uid}`;
   let strips = [];
   let expanded = new Set();
+  let drawnW = 0; // the width of the last drawing
   let theme = themeColors(el);
   const measure = document.createElement("canvas").getContext("2d");
   const fit = (text, px, font) => {
@@ -114,10 +115,13 @@ function render({ model, el }) {
       return;
     }
     const { nodes: shown, edges: shownEdges } = mergeSmall(rawNodes, model.get("edges") || [], graphLayers, expanded);
-    const W = Math.max(440, Math.round(svgWrap.getBoundingClientRect().width || el.clientWidth || 640));
+    // the width laid out now; while the view is not laid out (width 0: before it is attached, or
+    // hidden) the last width drawn, so that a redraw then (a theme change) is not scaled up later
+    const W = Math.max(440, Math.round(svgWrap.getBoundingClientRect().width || drawnW || el.clientWidth || 640));
+    drawnW = W;
     const perCol = Math.max(...layers.map((l) => shown.filter((n) => n.layer === l).length));
     const H = Math.max(300, Math.min(680, 60 + perCol * 46));
-    const BW = Math.round(Math.max(96, Math.min(180, (W * 0.55) / layers.length))); // node box width
+    const BW = Math.round(Math.max(100, Math.min(180, (W * 0.6) / layers.length))); // node box width
     const labels = [...new Set(shown.filter((n) => n.labelled && graphLayers.includes(n.layer)).map((n) => n.label))];
     const counts = labels.map((l) => shown.filter((n) => n.label === l && n.labelled).reduce((a, n) => a + Math.abs(n.share), 0));
     const pal = assignColors(counts).colors;
@@ -193,10 +197,17 @@ function render({ model, el }) {
           g.append(t2);
         }
       } else {
+        // one line: "name  n · share"; where the name would be cut, drop n (it is in the tooltip)
+        measure.font = bold;
+        const nameW = measure.measureText(name).width;
         measure.font = font;
-        const metaW = measure.measureText(`  ${count} · ${share}`).width;
-        t1.append(fit(name, Math.max(24, room - metaW), bold));
-        t1.append(s("tspan", { class: "slw-meta" }, `  ${count} · `), s("tspan", { class: `slw-meta${(n.share ?? 0) < 0 ? " slw-neg-text" : ""}` }, share));
+        const full = measure.measureText(`  ${count} · ${share}`).width;
+        const short = measure.measureText(`  ${share}`).width;
+        const withCount = nameW + full <= room;
+        t1.append(fit(name, Math.max(24, room - (withCount ? full : short)), bold));
+        if (withCount) t1.append(s("tspan", { class: "slw-meta" }, `  ${count} · `));
+        else t1.append(s("tspan", { class: "slw-meta" }, "  "));
+        t1.append(s("tspan", { class: `slw-meta${(n.share ?? 0) < 0 ? " slw-neg-text" : ""}` }, share));
         g.append(t1);
       }
       const onOpen = () => {
@@ -258,10 +269,9 @@ function render({ model, el }) {
   };
 
   draw();
-  let lastW = 0;
   const ro = typeof ResizeObserver !== "undefined" ? new ResizeObserver(() => {
     const w = Math.round(svgWrap.getBoundingClientRect().width);
-    if (w > 0 && Math.abs(w - lastW) > 8) { lastW = w; draw(); }
+    if (w > 0 && Math.abs(Math.max(440, w) - drawnW) > 8) draw();
   }) : null;
   ro?.observe(svgWrap);
   const offs = [watch(model, ["nodes", "edges", "layers", "targets", "target"], () => { expanded = new Set(); draw(); }),

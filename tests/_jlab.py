@@ -138,7 +138,10 @@ def dismiss_dialogs(page) -> list[str]:
             btn.first.click()
         else:
             page.keyboard.press("Escape")
-        dlg.first.wait_for(state="detached", timeout=5_000)
+        try:
+            dlg.first.wait_for(state="detached", timeout=5_000)
+        except Exception:  # noqa: BLE001 - playwright TimeoutError: look again (at most 3 times)
+            pass
     if texts:
         print(f"[dismissed JupyterLab dialogs: {texts}]")
     return texts

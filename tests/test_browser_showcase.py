@@ -126,6 +126,17 @@ def check_map(page, theme):
     x0, y0, x1, y1 = got["bbox"]
     # the points fill the canvas (a far island does not squeeze the rest into a corner)
     assert max(x1 - x0, y1 - y0) > 0.85 and (x1 - x0) * (y1 - y0) > 0.45, got
+    # zoomed in, the reset button fits the points again
+    box = m.locator("[data-testid='slw-map-canvas']").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -1500)
+    page.wait_for_function(f"() => Number(document.querySelector(\"{canvas}\").dataset.names) < 3 || "
+                           "document.querySelector(\"[data-testid='slw-map'] .slw-toolbar\").textContent.includes('outside the view')",
+                           timeout=10_000)
+    m.locator("[data-testid='slw-map-reset']").click()
+    page.wait_for_function(f"() => !document.querySelector(\"[data-testid='slw-map'] .slw-toolbar\").textContent.includes('outside the view')",
+                           timeout=10_000)
+    assert canvas_colors(page, canvas)["bbox"] == pytest.approx(got["bbox"], abs=0.02)
     legend = m.locator("[data-testid='slw-map-legend-item']")
     assert legend.count() >= 10
     swatches = legend.evaluate_all("l => l.map(e => getComputedStyle(e.querySelector('.slw-swatch')).backgroundColor)")
@@ -146,6 +157,9 @@ def check_sankey(page, theme):
     assert not any(t.startswith("(unlabelled)") for t in texts), texts
     assert {"block3", "block4", "output"} <= set(layers)
     assert "width" in s.text_content() and "components" in s.text_content()  # the legend says what they mean
+    # drawn for the width it has (not drawn narrow and stretched: text the size of the layout)
+    scale = s.locator("svg").first.evaluate("v => v.getBoundingClientRect().width / v.viewBox.baseVal.width")
+    assert 0.97 < scale < 1.03, scale
     # labels sit inside their node's column, never on the flows between columns
     outside = s.evaluate("""s => [...s.querySelectorAll("[data-testid='slw-sankey-node']")].filter(g => {
         const box = g.querySelector('rect.slw-node-box').getBoundingClientRect();
@@ -219,6 +233,15 @@ def test_suggestion_chip_searches_in_the_explorer(page):
     chip.click()
     search.locator("[data-testid='slw-result']").first.wait_for(timeout=30_000)
     assert search.locator("[data-testid='slw-search-input']").input_value() == concept
+    # in the narrow explorer panel too, every thumbnail of a row inside the row
+    rows = search.locator("[data-testid='slw-result']:not(.slw-null)")
+    rows.first.scroll_into_view_if_needed()  # strips load once in view
+    assert wait_decoded(rows.first, 6) == 6
+    cut = search.evaluate("""b => [...b.querySelectorAll("[data-testid='slw-result']:not(.slw-null)")].filter(r => {
+        const rr = r.getBoundingClientRect();
+        return [...r.querySelectorAll('.slw-thumb')].some(t => t.getBoundingClientRect().right > rr.right + 0.5); }).length""")
+    assert cut == 0
+    assert clipped_placeholders(page.locator(".slw-explorer-box").first) == []
     search.locator("[data-testid='slw-search-input']").fill("")
     search.locator("[data-testid='slw-suggestion']").first.wait_for(timeout=30_000)
 

@@ -12,7 +12,7 @@ __all__ = ["AuditView"]
 
 
 class AuditView(LensWidget):
-    """Audit a layer against valid and spurious concepts for a class (DESIGN eq. 7).
+    """Audit a layer against valid and spurious concepts for a class (paper section 3.4).
 
     ``AuditView(lens, valid, spurious, layer, target)``; ``valid`` / ``spurious`` are lists of
     concept names (a single str is one concept, as in ``Lens.audit``), ``target`` a class index or

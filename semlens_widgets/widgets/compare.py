@@ -1,4 +1,4 @@
-"""CompareView: two models side by side (DESIGN eq. 6)."""
+"""CompareView: two models side by side (paper eqs. 5/6)."""
 from __future__ import annotations
 
 import traitlets as t

@@ -69,7 +69,7 @@ def component_info(lens, layer: str, component: int, concepts: list[str] | None,
 
 
 class ConceptGallery(LensWidget):
-    """The m concept examples of a component (DESIGN eq. 1) with its label, clarity,
+    """The m concept examples of a component (the paper's concept examples) with its label, clarity,
     polysemanticity and the classes it is most relevant for.
 
     ``ConceptGallery(lens, layer, k, concepts=None)``; ``concepts`` (a vocabulary) names the

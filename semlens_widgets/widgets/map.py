@@ -24,10 +24,11 @@ class SemanticMap(LensWidget):
     where ``layer`` is a layer name, a list of layers, or None (all layers). ``color_by=None``
     chooses from what the map shows: ``label`` when a component carries a concept of the
     vocabulary, else ``layer`` when several layers are shown, else ``relevance`` (with a target)
-    or ``score`` (with a query). The view fits the bulk of the points (outliers beyond Tukey's far
-    fences stay reachable with "fit all"), gives every shown label its own colour (beyond the
-    palette the smallest groups share a neutral "other") and writes each label where its points
-    cluster.
+    or ``score`` (with a query). The view shortens the empty gaps between islands of the UMAP
+    (whose distances mean nothing) and turns the map's long axis along the canvas, fits the bulk
+    of the points (outliers beyond Tukey's far fences stay reachable with "fit all"; "reset view"
+    fits again), gives every shown label its own colour (beyond the 30-colour palette the
+    smallest groups share a neutral "other") and writes each label where its points cluster.
 
     Arrays travel as binary buffers (float32 / int32 / uint16 bytes), never as JSON lists:
 

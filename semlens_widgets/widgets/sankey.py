@@ -10,11 +10,15 @@ __all__ = ["AttributionSankey"]
 
 
 class AttributionSankey(LensWidget):
-    """The attribution graph of a class as a Sankey (DESIGN eq. 9): ``lens.attribution_graph``.
+    """The attribution graph of a class as a Sankey (the paper's attribution graph): ``lens.attribution_graph``.
 
-    ``AttributionSankey(lens, target, layers=None, concepts=None)``. Clicking a node opens a
-    gallery of its components (and selects its first component in linked views);
-    unlabelled-but-relevant groups are drawn hatched and marked "(unlabelled)".
+    ``AttributionSankey(lens, target, layers=None, concepts=None)``; ``target`` is a class index
+    or name. Per layer the view merges the unlabelled groups and the labels with less than 3 %
+    of the layer's relevance into one hatched "other" node (click it to expand, "collapse" to
+    merge again); every node shows its name, its number of components and its share of the
+    class's relevance inside its box (the graph's unit: each sample's relevance at the top layer
+    scaled to 1), and a legend says what band width and numbers mean. Clicking a
+    node opens a gallery of its components (and selects its first component in linked views).
 
     Traits
     ------

@@ -15,7 +15,7 @@ N_SUGGEST = 12        # label groups offered before anything is typed
 
 
 class SearchBox(LensWidget):
-    """Search the components of a lens by text or by an example image (DESIGN eq. 4).
+    """Search the components of a lens by text or by an example image (paper eq. 4).
 
     ``SearchBox(lens, layer=None, k=10, query="", n_thumbs=6, concepts=None)``. Typing in the box
     sends a ``search`` message; the kernel runs ``lens.search`` and fills ``results``; each result
