@@ -322,6 +322,10 @@ def _check_json(key: str, meta: Any) -> dict:
         raise TypeError(f"store.save({key!r}, ...): meta must be JSON-serialisable: {e}") from None
 
 
+class _NotWritable(StoreError):
+    """The store directory cannot be written (permissions, read-only file system)."""
+
+
 # ---------------------------------------------------------------------- manifest validation
 def _short(value: Any, limit: int = 120) -> str:
     """``repr(value)``, cut to ``limit`` characters (a hostile manifest may hold huge strings)."""
@@ -575,7 +579,7 @@ class StoreLock:
             if e.errno in _NOT_WRITABLE:
                 if self.step:  # nothing can be written here, so there is nothing to protect
                     return None
-                raise StoreError(
+                raise _NotWritable(
                     f"store {str(self.store.root)!r} is not writable ({e.strerror}); results cannot be "
                     f"saved or deleted in it. Use a writable copy or another store directory."
                 ) from None
@@ -681,14 +685,21 @@ class Store:
         self._valid_digest: bytes | None = None  # blake2b of the manifest bytes last validated
         if os.path.lexists(root / MANIFEST):
             self._read_manifest()  # validates the whole manifest early, with a clear error
-        else:
-            others = [p.name for p in root.iterdir()
-                      if not (p.name.startswith(".tmp-") or _LOCK_RE.fullmatch(p.name))]
-            if others:
-                raise StoreError(
-                    f"{str(root)!r} is not a semlens store (no {MANIFEST}) and is not empty "
-                    f"(contains {others[:5]}); pass an empty or new directory as store"
-                )
+            return
+        others = [p.name for p in root.iterdir() if not (p.name.startswith(".tmp-") or _LOCK_RE.fullmatch(p.name))]
+        if others:
+            raise StoreError(
+                f"{str(root)!r} is not a semlens store (no {MANIFEST}) and is not empty "
+                f"(contains {others[:5]}); pass an empty or new directory as store"
+            )
+        # Claim the directory with an empty manifest now: a first save killed between its tensor
+        # file and the manifest must leave a store (with an orphan), not a "foreign" directory.
+        try:
+            with self._manifest_lock():
+                if not os.path.lexists(root / MANIFEST):
+                    self._write_manifest({"format": FORMAT, "version": FORMAT_VERSION, "info": {}, "entries": {}})
+        except _NotWritable:
+            pass  # a read-only empty directory: nothing can be saved, and nothing needs claiming
 
     # ------------------------------------------------------------------ manifest
     @property

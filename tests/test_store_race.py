@@ -292,3 +292,40 @@ def test_chunked_race_computes_each_chunk_once(tmp_path):
     outs, computed = _race(tmp_path, CHUNKED)
     assert outs == [list(range(0, 24, 2))] * 2
     assert sorted(map(int, computed)) == list(range(0, 12, 2)), "a chunk was computed twice (or not at all)"
+
+
+KEEP_SAVING = """
+root, go = sys.argv[1:3]
+st = Store(root)
+wait_for(go)
+i = 0
+while True:  # overwrite a few keys with ~4 MB files until killed
+    st.save(f"k/{i % 5}", {"v": torch.full((1 << 20,), float(i))}, "fp")
+    i += 1
+"""
+
+
+@pytest.mark.parametrize("after", [3, 11])
+def test_killed_save_leaves_whole_entries_and_the_next_save_sweeps(tmp_path, after):
+    """SIGKILL at a random point of a stream of saves: every entry still loads whole, and the
+    next save removes the killed run's temp part / unregistered file."""
+    root = tmp_path / "s"
+    Store(root)
+    go = tmp_path / "go"
+    p = _spawn(KEEP_SAVING, root, go)
+    _go(go, [p])
+    t0 = time.monotonic()
+    while len(Store(root).keys()) < 5 or sum(1 for _ in root.glob("*.safetensors")) < after % 7:
+        assert p.poll() is None and time.monotonic() - t0 < 60
+        time.sleep(0.01)
+    time.sleep(0.001 * after)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=30)
+    st = Store(root)
+    for k in st.keys():
+        got = st.load(k, "fp")
+        assert got is not None and bool((got["v"] == got["v"][0]).all()), k
+    st.save("after", {"v": torch.zeros(1)}, "fp")
+    files = {p.name for p in root.iterdir() if p.name.endswith(".safetensors")}
+    assert files == {st.meta(k)["file"] for k in st.keys()}
+    assert not [p.name for p in root.iterdir() if p.name.startswith(".tmp-")]

@@ -18,6 +18,7 @@ from semlens_widgets import store as store_mod
 from semlens_widgets.store import Store, StoreError
 
 TOKEN = "0123456789ab"
+posix_only = pytest.mark.skipif(os.name != "posix", reason="symbolic links and FIFOs as an unprivileged user: POSIX")
 
 
 def _store_with_entry(tmp_path):
@@ -104,6 +105,7 @@ def test_manifest_file_outside_pattern_is_refused_and_nothing_deleted(tmp_path, 
     assert _snapshot(tmp_path) == before  # nothing deleted, nothing written
 
 
+@posix_only
 def test_entry_symlinked_outside_is_not_read(tmp_path):
     """An entry whose file is a symlink to a (valid safetensors) file outside the root: the store
     refuses to read through it, even when the manifest carries the right checksum."""
@@ -123,6 +125,7 @@ def test_entry_symlinked_outside_is_not_read(tmp_path):
     torch.testing.assert_close(Store(root).load("k", "f2")["a"], torch.ones(2))
 
 
+@posix_only
 def test_entry_file_that_is_a_fifo_or_directory_does_not_hang(tmp_path):
     st, root, _ = _store_with_entry(tmp_path)
     fname = f"k.{TOKEN}.safetensors"
@@ -133,6 +136,7 @@ def test_entry_file_that_is_a_fifo_or_directory_does_not_hang(tmp_path):
     assert not st.has("k", "f")
 
 
+@posix_only
 def test_symlinked_manifest_is_refused(tmp_path):
     root = tmp_path / "s"
     Store(root).save("k", {"a": torch.zeros(1)}, "f")
@@ -145,6 +149,7 @@ def test_symlinked_manifest_is_refused(tmp_path):
     assert outside.read_bytes() == before
 
 
+@posix_only
 def test_planted_lock_symlink_does_not_write_outside(tmp_path):
     st, root, victim = _store_with_entry(tmp_path)
     for lock in root.glob(".semlens*.lock"):
@@ -224,6 +229,7 @@ def test_keys_colliding_after_safe_name_stay_apart(tmp_path):
     assert not (tmp_path / "a_b").exists()
 
 
+@posix_only
 def test_save_removes_orphans_of_its_own_patterns_only(tmp_path):
     """Killed runs leave ``.tmp-*`` parts and unreferenced tensor files: the next save removes
     them, and nothing else in the directory."""
@@ -257,6 +263,7 @@ def test_save_removes_orphans_of_its_own_patterns_only(tmp_path):
     torch.testing.assert_close(st2.load("k2", "f")["a"], torch.zeros(1))
 
 
+@posix_only
 def test_clear_removes_own_files_only(tmp_path):
     st, root, victim = _store_with_entry(tmp_path)
     (root / "notes.txt").write_text("mine")
