@@ -363,7 +363,7 @@ def _validate_manifest(data: Any, where: str) -> dict:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         got = data.get("format") if isinstance(data, dict) else None
         raise StoreError(f"{where} is not a semlens store manifest (format {_short(got)}, expected {FORMAT!r})")
-    if data.get("version") != FORMAT_VERSION:
+    if type(data.get("version")) is not int or data["version"] != FORMAT_VERSION:
         raise StoreError(
             f"{where} has format version {_short(data.get('version'))}; this semlens_widgets reads "
             f"version {FORMAT_VERSION}. Use a new store directory."
