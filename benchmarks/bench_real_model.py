@@ -3,8 +3,9 @@ augmented crops of the real photos in scikit-image's wheel (tests/_real_models.p
 
 Prints, in one run:
 
-1. Crop step vs zennit-crp: wall time of our crop step (``crp_heatmaps`` + ``boxes_from_heatmaps``,
-   what the Lens runs per batch) divided by zennit-crp 0.6's
+1. Crop step vs zennit-crp: wall time of our crop step (``crp_heatmaps`` + ``boxes_from_heatmaps``
+   over batches of (channel, example) pairs sorted by sample, each distinct image of a batch
+   run forward once: ``image_index``) divided by zennit-crp 0.6's
    ``FeatureVisualization.get_max_reference(..., rf=True, plot_fn=None)`` for the same channels,
    the same reference examples (zennit-crp's own activation top-m), the same composite
    (``resolve_composite``) and the same batch size. The two alternate ``--repeats`` times in
@@ -86,8 +87,8 @@ def time_ours(model, images, layer, channels, d_idx, composite, batch_size, crop
     heats = torch.empty(idx.numel(), images.shape[2], images.shape[3])
     for s in range(0, idx.numel(), batch_size):
         pos = order[s : s + batch_size]
-        x = normalize(images[idx[pos]])
-        h = crp_heatmaps(model, x, layer, comps[pos], composite)
+        uniq, inv = torch.unique(idx[pos], return_inverse=True)  # the Lens's sorted batches
+        h = crp_heatmaps(model, normalize(images[uniq]), layer, comps[pos], composite, image_index=inv)
         heats[pos] = h
         boxes[pos] = boxes_from_heatmaps(h, crop_rule=crop_rule)
     return time.perf_counter() - t0, heats, boxes

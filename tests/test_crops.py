@@ -266,3 +266,41 @@ def test_activation_map_survives_inplace_relu():
     assert (ref < 0).any()
     heat = activation_heatmaps(model, x, "0", torch.tensor([1, 2]))  # same size: no resampling
     torch.testing.assert_close(heat, ref[torch.arange(2), torch.tensor([1, 2])])
+
+
+def test_crp_shared_forward_equals_separate_passes():
+    """image_index: each distinct image runs forward once, its components share it: the same
+    heatmaps as one pass per (image, component) pair."""
+    model = tiny_resnet()
+    images = torch.rand(3, 3, 32, 32)
+    idx = torch.tensor([0, 0, 1, 2, 2, 2, 0])
+    comps = torch.tensor([1, 5, 3, 2, 7, 9, 11])
+    separate = crp_heatmaps(model, images[idx], "layer3", comps)
+    shared = crp_heatmaps(model, images, "layer3", comps, image_index=idx)
+    torch.testing.assert_close(shared, separate, atol=1e-6 * float(separate.abs().max()), rtol=1e-5)
+    with pytest.raises(ValueError, match="image_index must be a LongTensor"):
+        crp_heatmaps(model, images, "layer3", comps, image_index=torch.tensor([0, 1, 2, 3, 0, 0, 0]))
+
+
+def test_box_rules():
+    """zennit-crp's rule smooths and keeps 10 % of the smoothed max: an isolated hot pixel far
+    from the main blob does not stretch its box (it does stretch the 1 % rule's box)."""
+    from semlens_widgets.kernels.crops import CROP_RULES, box_area, zennit_crp_kernel_size
+
+    heat = torch.zeros(2, 64, 64)
+    heat[:, 20:30, 20:30] = 1.0
+    heat[0, 60, 60] = 0.5  # a stray pixel
+    t = boxes_from_heatmaps(heat, crop_rule="threshold")
+    z = boxes_from_heatmaps(heat, crop_rule="zennit_crp")
+    assert t[0].tolist() == [20, 20, 61, 61] and t[1].tolist() == [20, 20, 30, 30]
+    assert z[0].tolist() == z[1].tolist()  # the stray pixel is smoothed away
+    assert z[1, 0] < 20 and z[1, 2] > 30 and z[1, 0] > 10 and z[1, 2] < 40  # blur widens a little
+    assert float(box_area(z, 64, 64)[0]) < float(box_area(t, 64, 64)[0])
+    assert zennit_crp_kernel_size(224, 224) == 19 and zennit_crp_kernel_size(64, 64) == 5
+    assert set(CROP_RULES) == {"threshold", "zennit_crp"}
+    full = boxes_from_heatmaps(-torch.ones(1, 8, 8), crop_rule="zennit_crp")
+    assert full.tolist() == [[0, 0, 8, 8]]
+    with pytest.raises(ValueError, match="unknown crop_rule 'blur'"):
+        boxes_from_heatmaps(heat, crop_rule="blur")
+    with pytest.raises(ValueError, match="kernel_size must be an odd int"):
+        boxes_from_heatmaps(heat, crop_rule="zennit_crp", kernel_size=4)

@@ -123,6 +123,7 @@ def crp_heatmaps(
     *,
     pooling: str = "max",
     peak: bool | None = None,
+    image_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """CRP heatmaps of component ``components[i]`` of ``layer`` on image i (DESIGN eq. 1 crop).
 
@@ -159,12 +160,23 @@ def crp_heatmaps(
             ``images``).
         pooling: the pooling the examples were selected with (see above).
         peak: start from the peak neuron only (see above); None picks by ``pooling``.
+        image_index: None, or LongTensor ``[n]``: ``images`` are distinct inputs ``[u, C, H,
+            W]`` and heatmap i is of component ``components[i]`` on ``images[image_index[i]]``;
+            each distinct image then runs forward once and its components share that pass
+            (:func:`~semlens_widgets.kernels.lrp.start_relevance`). Same heatmaps, less work
+            when images are examples of several components (the Lens's sorted batches).
 
     Returns:
         FloatTensor ``[n, H, W]`` on the CPU: input relevance summed over channels (signed).
     """
     _check_images(images)
-    n = images.shape[0]
+    if image_index is not None:
+        image_index = torch.as_tensor(image_index)
+        if image_index.dim() != 1 or image_index.is_floating_point():
+            raise ValueError(f"image_index must be a LongTensor [n], got {image_index!r}")
+        n = image_index.shape[0]
+    else:
+        n = images.shape[0]
     components = _check_components(components, n)
     if n == 0:
         return torch.zeros(0, images.shape[2], images.shape[3])
@@ -183,7 +195,7 @@ def crp_heatmaps(
         _check_range(components, _num_components(activation), layer)
         return component_start(activation, components, absolute=pooling.startswith("abs"), peak=peak)
 
-    heat, _ = start_relevance(model, images, layer, init, composite)
+    heat, _ = start_relevance(model, images, layer, init, composite, image_index=image_index)
     return heat.sum(1).float().cpu()
 
 

@@ -100,14 +100,13 @@ class ZPlusConserving(BasicHook):
     def copy(self) -> "ZPlusConserving":
         return ZPlusConserving(self.stabilizer)
 
-    def backward(self, module, grad_input, grad_output):
-        x = self.stored_tensors["input"][0].detach()
-        rel = grad_output[0]
-        if rel is None:  # no relevance reaches this layer
-            return tuple(None for _ in grad_input)
-        paths = [(x.clamp(min=0), _POS)]
-        if bool(x.amin() < 0):
-            paths.append((x.clamp(max=0), _NEG))
+    def _state(self, module, x: torch.Tensor):
+        """What the rule needs from the input alone: the modified forward passes (with their
+        graphs), ``1 / (z + eps)`` and, where some unit falls back, ``eps / ((z + eps) n)``."""
+        if bool(x.amin() >= 0):  # post-ReLU input: x+ = x, no x- path
+            paths = [(x.detach(), _POS)]
+        else:
+            paths = [(x.clamp(min=0), _POS), (x.clamp(max=0), _NEG)]
         inputs, outputs = [], []
         for inp, modifier in paths:
             inp = inp.requires_grad_()
@@ -115,18 +114,38 @@ class ZPlusConserving(BasicHook):
                 outputs.append(modified.forward(inp))
             inputs.append(inp)
         z = outputs[0].detach() if len(outputs) == 1 else (outputs[0] + outputs[1]).detach()
-        den = z + self.stabilizer
-        grads = torch.autograd.grad(outputs, inputs, grad_outputs=[rel / den] * len(outputs))
-        relevance = inputs[0].detach() * grads[0]
-        if len(inputs) > 1:
-            relevance = relevance + inputs[1].detach() * grads[1]
+        inv_den = (z + self.stabilizer).reciprocal_()
+        flat = None
         if bool(z.amin() < 999 * self.stabilizer):  # some unit hands on more than 1e-3 flat
-            share = self.stabilizer / den
             ones = torch.ones_like(x).requires_grad_()
             with mod_params(module, _ONES) as modified, torch.enable_grad():
                 count = modified.forward(ones)
-            (flat,) = torch.autograd.grad(count, ones, grad_outputs=rel * share / count.detach().clamp(min=1e-12))
-            relevance = relevance + flat
+            flat = (ones, count, inv_den * self.stabilizer / count.detach().clamp(min=1e-12))
+        return inputs, outputs, inv_den, flat
+
+    def backward(self, module, grad_input, grad_output):
+        rel = grad_output[0]
+        if rel is None:  # no relevance reaches this layer
+            return tuple(None for _ in grad_input)
+        # a cache (fast_rules' nodes): several relevances through the same forward pass reuse
+        # the modified forward passes (their graphs are kept)
+        cache = self.stored_tensors.get("cache")
+        state = cache.get("state") if cache is not None else None
+        if state is None:
+            state = self._state(module, self.stored_tensors["input"][0].detach())
+            if cache is not None:
+                cache["state"] = state
+        inputs, outputs, inv_den, flat = state
+        keep = cache is not None
+        scaled = rel * inv_den
+        grads = torch.autograd.grad(outputs, inputs, grad_outputs=[scaled] * len(outputs), retain_graph=keep)
+        relevance = inputs[0].detach() * grads[0]
+        if len(inputs) > 1:
+            relevance = relevance + inputs[1].detach() * grads[1]
+        if flat is not None:
+            ones, count, weight = flat
+            (spread,) = torch.autograd.grad(count, ones, grad_outputs=rel * weight, retain_graph=keep)
+            relevance = relevance + spread
         return tuple(relevance if original.shape == relevance.shape else None for original in grad_input)
 
 
@@ -430,7 +449,7 @@ class _RuleFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, fwd, hook, module):  # noqa: D102
-        ctx.hook, ctx.module = hook, module
+        ctx.hook, ctx.module, ctx.cache = hook, module, {}
         ctx.save_for_backward(x)
         return fwd(x)
 
@@ -439,6 +458,7 @@ class _RuleFn(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         hook, module = ctx.hook, ctx.module
         hook.stored_tensors["input"] = (x,)
+        hook.stored_tensors["cache"] = ctx.cache  # rules that can reuse work across backward passes
         override = module.__dict__.pop("forward", None)  # the rule re-runs the original forward
         try:
             with torch.enable_grad():
@@ -513,6 +533,7 @@ def start_relevance(
     *,
     record: Sequence[str] = (),
     check_layer: bool = True,
+    image_index: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Local LRP: relevance ``init(activation)`` started at ``layer``, propagated to the input.
 
@@ -530,6 +551,12 @@ def start_relevance(
         record: module names below ``layer`` whose output relevance is returned.
         check_layer: first run one sample without stopping, so that a plain name of a module
             called several times is refused (as in collection) rather than read at its first call.
+        image_index: None (start i on ``images[i]``), or LongTensor ``[n]``: ``images`` are
+            distinct inputs and start i runs on ``images[image_index[i]]``. The forward pass
+            then runs once per distinct image; the starts of one image share it and the rules'
+            forward work (:class:`ZPlusConserving` keeps it), one backward pass per round (the
+            r-th start of every image). ``init`` receives ``activation[image_index]`` ``[n, ...]``.
+            Not combinable with ``record``.
 
     Returns:
         ``(input_relevance [n, C, H, W], {name: relevance at the output [n, ...]})`` on the
@@ -540,6 +567,12 @@ def start_relevance(
     device = _model_device(model)
     data = images.detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
     names = list(dict.fromkeys([layer, *record]))
+    if image_index is not None:
+        if record:
+            raise ValueError("record is not available with image_index (shared forward passes)")
+        image_index = torch.as_tensor(image_index).long()
+        if image_index.dim() != 1 or (image_index.numel() and (int(image_index.min()) < 0 or int(image_index.max()) >= images.shape[0])):
+            raise ValueError(f"image_index must be a LongTensor [n] with values in [0, {images.shape[0]}), got {image_index!r}")
     with lrp_context(model), torch.inference_mode(False), torch.enable_grad():
         model.requires_grad_(False)
         if check_layer:
@@ -564,9 +597,11 @@ def start_relevance(
                 cap.check()
                 raise RuntimeError(f"layer {layer!r} produced no output in the forward pass")
             act = cap.outputs[layer]
-            rel0 = init(act.detach())
             if not act.requires_grad:
                 raise RuntimeError(f"layer {layer!r}: its output does not depend on the input")
+            if image_index is not None:
+                return _shared_rounds(act, data, init, image_index), {}
+            rel0 = init(act.detach())
             act.backward(rel0)
             recorded = {}
             for name in record:
@@ -576,6 +611,28 @@ def start_relevance(
             recorded[layer] = rel0
     heat = data.grad.detach()
     return heat, recorded
+
+
+def _shared_rounds(act: torch.Tensor, data: torch.Tensor, init, image_index: torch.Tensor) -> torch.Tensor:
+    """Input relevance ``[n, C, H, W]`` of n starts on u distinct images (act ``[u, ...]``,
+    data ``[u, C, H, W]``): round r runs the r-th start of every image in one backward pass."""
+    idx = image_index.to(act.device).long()
+    rel0 = init(act.detach()[idx])  # [n, ...]
+    n = idx.numel()
+    order = torch.argsort(idx, stable=True)
+    counts = torch.bincount(idx, minlength=act.shape[0])
+    first = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(idx)
+    rank[order] = torch.arange(n, device=idx.device) - first[idx[order]]
+    rounds = int(rank.max()) + 1 if n else 0
+    heat = data.new_empty(n, *data.shape[1:])
+    for r in range(rounds):
+        rows = (rank == r).nonzero().squeeze(1)
+        start = torch.zeros_like(act)
+        start[idx[rows]] = rel0[rows]
+        (grad,) = torch.autograd.grad(act, data, start, retain_graph=r < rounds - 1)
+        heat[rows] = grad[idx[rows]]
+    return heat.detach()
 
 
 def conservation(
