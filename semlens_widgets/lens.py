@@ -139,6 +139,10 @@ class Lens:
         progress: show tqdm.auto progress bars.
         overwrite: wipe the store (all entries) before use.
         chunk_size: components per resumable chunk of the crop and embedding steps.
+        checkpoint_every: batches between checkpoints of the collection pass (its running
+            top-m, saved in the store; an interrupted run resumes from the last one and ends with
+            the same results, bit for bit, as long as batch_size is the same). None: after the
+            first batch that ends a minute or more after the last checkpoint.
 
     Parts: :attr:`pipeline`, :attr:`semantics`, :attr:`attribution` (see the module docstring).
     Attributes: ``model, dataset, fm, device, store, m, crop_mode, pooling, layers, fingerprint,
@@ -167,6 +171,7 @@ class Lens:
         progress: bool = True,
         overwrite: bool = False,
         chunk_size: int = 64,
+        checkpoint_every: int | None = None,
     ):
         # ---- cheap argument checks first -------------------------------------------------
         if not isinstance(model, nn.Module):
@@ -186,6 +191,9 @@ class Lens:
         for name, v, lo in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0), ("chunk_size", chunk_size, 1)):
             if not is_int(v) or v < lo:
                 raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+        if checkpoint_every is not None and (not is_int(checkpoint_every) or checkpoint_every < 1):
+            raise ValueError(f"checkpoint_every must be None (about one checkpoint a minute) or an int >= 1 "
+                             f"(batches between checkpoints of the collection pass), got {checkpoint_every!r}")
         if crop_size is not None and (not is_int(crop_size) or crop_size < 1):
             raise ValueError(f"crop_size must be None or an int >= 1, got {crop_size!r}")
         if class_names is not None:
@@ -205,7 +213,8 @@ class Lens:
         self.fm = fm
         self.config = PipelineConfig(m=int(m), crop_mode=crop, pooling=pooling, batch_size=int(batch_size),
                                      num_workers=int(num_workers), chunk_size=int(chunk_size),
-                                     crop_size=crop_size, progress=bool(progress))
+                                     crop_size=crop_size, progress=bool(progress),
+                                     checkpoint_every=None if checkpoint_every is None else int(checkpoint_every))
 
         # ---- store and parts ---------------------------------------------------------------
         self.model_fingerprint = module_fingerprint(model)
@@ -272,6 +281,10 @@ class Lens:
     @property
     def chunk_size(self) -> int:
         return self.config.chunk_size
+
+    @property
+    def checkpoint_every(self) -> int | None:
+        return self.config.checkpoint_every
 
     @property
     def crop_size(self) -> int | None:

@@ -8,6 +8,8 @@ Pipeline (:class:`PipelineKeys`)::
 
     samples                     labels [N], predictions [N] (when known); meta: n_samples, num_classes
     collect/<layer>             indices [C, m_eff] int64, values [C, m_eff] float32; meta: m, n_seen
+    collect_checkpoint          the running top-m of a collection pass in progress
+                                (kernels.collect.RunningTopM.state_dict; deleted once collected)
     boxes/<layer>               boxes [C, m_eff, 4] int64 (x0, y0, x1, y1; x1/y1 exclusive)
     embed/<layer>               V [C, m_eff, d] float16, theta [C, d] float32
     boxes/<layer>/chunk<a>-<b>, embed/<layer>/chunk<a>-<b>, fullemb/chunk<a>-<b>
@@ -80,6 +82,14 @@ class PipelineKeys:
     def collect(self, layer: str) -> Entry:
         return Entry(f"collect/{layer}", fingerprint("collect", PIPELINE_VERSION, self.model, self.dataset,
                                                      layer, self.m, self.pooling))
+
+    def collect_checkpoint(self, layers: Sequence[str], batch_size: int) -> Entry:
+        """The running state of a collection pass over ``layers`` in progress (deleted once the
+        ``collect/<layer>`` and ``samples`` entries are saved). The batch size is part of the
+        fingerprint: a resumed pass reads the same batches, so its result is bit-identical."""
+        return Entry("collect_checkpoint", fingerprint("collect-checkpoint", PIPELINE_VERSION, self.model,
+                                                       self.dataset, list(layers), self.m, self.pooling,
+                                                       batch_size))
 
     def boxes(self, layer: str) -> Entry:
         return Entry(f"boxes/{layer}", fingerprint("boxes", self.collect(layer).fingerprint, self.crop_mode,

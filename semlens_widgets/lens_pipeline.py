@@ -60,7 +60,8 @@ class PipelineConfig:
     ``kernels.hooks.POOLINGS``; batch_size / num_workers: DataLoader of the collection pass
     (batch_size is also the batch of crops and embeddings); chunk_size: components per
     resumable chunk; crop_size: default side of :meth:`Pipeline.crops` (None: the foundation
-    model's input side); progress: tqdm bars.
+    model's input side); progress: tqdm bars; checkpoint_every: batches between checkpoints of
+    the collection pass (None: after the first batch that ends a minute or more after the last).
     """
 
     m: int
@@ -71,6 +72,7 @@ class PipelineConfig:
     chunk_size: int
     crop_size: int | None
     progress: bool
+    checkpoint_every: int | None = None
 
 
 @dataclass(frozen=True)
@@ -202,42 +204,35 @@ class Pipeline:
         return self.store.load(entry.key, entry.fingerprint)
 
     # ---------------------------------------------------------------- step 1: collection
-    def _collect(self) -> None:
-        layers = self.layers.names
-        entries = {layer: self.keys.collect(layer) for layer in layers}
-        samples_entry = self.keys.samples()
-        samples = self._load(samples_entry)
+    def _stored_collection(self) -> tuple[list[str], dict | None]:
+        """(layers without a stored ``collect`` entry, the stored ``samples`` entry or None);
+        keeps the stored top-m of the others."""
         missing = []
-        for layer, entry in entries.items():
+        for layer in self.layers.names:
+            entry = self.keys.collect(layer)
             got = self._load(entry)
             if got is None:
                 missing.append(layer)
             else:
                 meta = self.store.meta(entry.key)["meta"]
                 self._topm[layer] = TopM(got["indices"], got["values"], int(meta["m"]), int(meta["n_seen"]))
-        if missing or samples is None:
-            from semlens_widgets.kernels.collect import collect_topm
+        return missing, self._load(self.keys.samples())
 
-            cfg = self.config
-            res = collect_topm(
-                self.model, self.data.dataset, missing or layers[:1], cfg.m, pooling=cfg.pooling,
-                batch_size=cfg.batch_size, num_workers=cfg.num_workers, device=self.device, progress=cfg.progress,
-            )
-            for layer, topm in res.topm.items():
-                entry = entries[layer]
-                self.store.save(
-                    entry.key, {"indices": topm.indices.long(), "values": topm.values.float()}, entry.fingerprint,
-                    meta={"m": topm.m, "n_seen": topm.n_seen, "shape": list(res.shapes.get(layer, ())),
-                          "pooling": cfg.pooling},
-                )
-                self._topm[layer] = TopM(topm.indices.long().cpu(), topm.values.float().cpu(), topm.m, topm.n_seen)
-            samples = {"n_samples": torch.tensor([res.n_samples])}
-            if res.labels is not None:
-                samples["labels"] = res.labels.long().cpu()
-            if res.predictions is not None:
-                samples["predictions"] = res.predictions.long().cpu()
-            self.store.save(samples_entry.key, samples, samples_entry.fingerprint,
-                            meta={"n_samples": res.n_samples, "num_classes": res.num_classes})
+    def _collect(self) -> None:
+        """The top-m of every layer and the per-sample labels / predictions: loaded, else one
+        pass over the data for the layers that lack them. The pass runs under the store's step
+        lock ``collect`` (a second process waits, then loads what the first saved), saves a
+        checkpoint of its running state every ``checkpoint_every`` batches (default: about once
+        a minute) and resumes from it after an interruption."""
+        missing, samples = self._stored_collection()
+        if missing or samples is None:
+            with self.store.lock("collect"):
+                missing, samples = self._stored_collection()  # another process may have collected
+                if missing or samples is None:
+                    samples = self._collect_pass(missing or self.layers.names[:1])
+        else:
+            self._drop_stale_checkpoint()
+        samples_entry = self.keys.samples()
         meta = self.store.meta(samples_entry.key)["meta"]
         self._samples = {
             "labels": samples.get("labels"),
@@ -248,6 +243,73 @@ class Pipeline:
         nc, names = self._samples["num_classes"], self.class_names
         if names is not None and nc is not None and len(names) != nc:
             warnings.warn(f"class_names has {len(names)} entries but the model outputs {nc} classes", stacklevel=5)
+
+    def _collect_pass(self, layers: list[str]) -> dict[str, torch.Tensor]:
+        """One pass over the data for ``layers`` (resumed from its checkpoint when there is one);
+        saves the ``collect/<layer>`` and ``samples`` entries, then drops the checkpoint.
+        Returns the ``samples`` tensors. Called under the ``collect`` step lock."""
+        from semlens_widgets.kernels.collect import RunningTopM, collect_topm
+
+        cfg = self.config
+        ck = self.keys.collect_checkpoint(layers, cfg.batch_size)
+        state = self._resume_state(ck)
+
+        def checkpoint(running: RunningTopM) -> None:
+            tensors, meta = running.state_dict()
+            self.store.save(ck.key, tensors, ck.fingerprint, meta=meta)
+
+        res = collect_topm(
+            self.model, self.data.dataset, layers, cfg.m, pooling=cfg.pooling, batch_size=cfg.batch_size,
+            num_workers=cfg.num_workers, device=self.device, progress=cfg.progress, state=state,
+            checkpoint=None if self.store.in_memory else checkpoint, checkpoint_every=cfg.checkpoint_every,
+            check_labels=True,
+        )
+        for layer, topm in res.topm.items():
+            entry = self.keys.collect(layer)
+            self.store.save(
+                entry.key, {"indices": topm.indices.long(), "values": topm.values.float()}, entry.fingerprint,
+                meta={"m": topm.m, "n_seen": topm.n_seen, "shape": list(res.shapes.get(layer, ())),
+                      "pooling": cfg.pooling},
+            )
+            self._topm[layer] = TopM(topm.indices.long().cpu(), topm.values.float().cpu(), topm.m, topm.n_seen)
+        samples = {"n_samples": torch.tensor([res.n_samples])}
+        if res.labels is not None:
+            samples["labels"] = res.labels.long().cpu()
+        if res.predictions is not None:
+            samples["predictions"] = res.predictions.long().cpu()
+        entry = self.keys.samples()
+        self.store.save(entry.key, samples, entry.fingerprint,
+                        meta={"n_samples": res.n_samples, "num_classes": res.num_classes})
+        self.store.delete(ck.key)
+        return samples
+
+    def _drop_stale_checkpoint(self) -> None:
+        """Delete the checkpoint of a pass whose final entries are all stored (a run killed after
+        saving them, before it dropped the checkpoint); a checkpoint of another pass is kept."""
+        key = self.keys.collect_checkpoint((), 0).key
+        rec = self.store.meta(key)
+        layers = (rec or {}).get("meta", {}).get("layers")
+        if not isinstance(layers, list) or not set(layers) <= set(self.layers.names):
+            return
+        if rec["fingerprint"] == self.keys.collect_checkpoint(layers, self.config.batch_size).fingerprint:
+            self.store.delete(key)
+
+    def _resume_state(self, ck: Entry):
+        """The running state saved under ``ck`` by an interrupted pass (None: start afresh); says
+        where the pass resumes."""
+        from semlens_widgets.kernels.collect import RunningTopM
+
+        got = self._load(ck)
+        if got is None:
+            return None
+        try:
+            state = RunningTopM.from_state(got, self.store.meta(ck.key)["meta"], self.device)
+        except ValueError as e:
+            warnings.warn(f"collection: ignoring an unreadable checkpoint ({e}); starting afresh", stacklevel=5)
+            return None
+        warnings.warn(f"collection: resuming from checkpoint at {state.n_seen:,} / {state.n_total:,} samples",
+                      stacklevel=5)
+        return state
 
     # ---------------------------------------------------------------- step 2: crops (boxes)
     def _run_boxes(self, layer: str) -> None:

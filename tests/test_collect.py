@@ -332,3 +332,256 @@ def test_custom_collate_turns_items_into_tensors():
 
     with pytest.raises(ValueError, match=r"batch 0 has images of shape \(4, 192\); expected \[B, C, H, W\]"):
         collect_topm(model, DataLoader(items, batch_size=4, collate_fn=flat_collate), ["fc"], 3, progress=False)
+
+
+# ----------------------------------------------------------------------------- checkpoints and resume
+LAYERS_CK = ["features.relu1", "features.conv2", "fc"]
+
+
+class _Stop(Exception):
+    pass
+
+
+def _same_result(a: CollectResult, b: CollectResult):
+    assert a.topm.keys() == b.topm.keys()
+    for name in a.topm:
+        assert torch.equal(a.topm[name].indices, b.topm[name].indices), name
+        assert torch.equal(a.topm[name].values, b.topm[name].values), name
+        assert a.topm[name].n_seen == b.topm[name].n_seen
+    assert torch.equal(a.labels, b.labels) and torch.equal(a.predictions, b.predictions)
+    assert a.n_samples == b.n_samples and a.shapes == b.shapes and a.num_classes == b.num_classes
+
+
+@pytest.mark.parametrize("every, stop_at", [(1, 1), (2, 2), (3, 1)])
+def test_checkpoint_then_resume_is_bit_identical(cnn_data, every, stop_at):
+    """A pass checkpointed every `every` batches and stopped right after checkpoint `stop_at`
+    resumes from that state (a sampler over the unvisited samples, global indices kept) and
+    ends with exactly the uninterrupted result."""
+    from semlens_widgets.kernels.collect import RunningTopM
+
+    model, ds = cnn_data  # 37 samples, batch 5: 8 batches
+    whole = collect_topm(model, ds, LAYERS_CK, 4, batch_size=5, progress=False)
+    saved = []
+
+    def checkpoint(state):
+        tensors, meta = state.state_dict()
+        assert all(t.device.type == "cpu" for t in tensors.values())
+        saved.append((tensors, meta))
+        if len(saved) == stop_at:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        collect_topm(model, ds, LAYERS_CK, 4, batch_size=5, progress=False, checkpoint=checkpoint,
+                     checkpoint_every=every)
+    tensors, meta = saved[-1]
+    assert meta["n_seen"] == 5 * every * stop_at
+    state = RunningTopM.from_state(tensors, meta, torch.device("cpu"))
+    visited = []
+    resumed = collect_topm(model, _Recording(ds, visited), LAYERS_CK, 4, batch_size=5, progress=False, state=state)
+    # only the unvisited samples (item 0 is read once more, by the up-front check of the items)
+    assert visited.count(0) == 1 and sorted(set(visited) - {0}) == list(range(5 * every * stop_at, 37))
+    _same_result(resumed, whole)
+
+
+class _Recording(torch.utils.data.Dataset):
+    def __init__(self, ds, visited):
+        self.ds, self.visited = ds, visited
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        self.visited.append(i)
+        return self.ds[i]
+
+
+def test_checkpoint_schedule(cnn_data, monkeypatch):
+    """Every N batches, never after the last batch (the final result follows); None: by time,
+    after the first batch that ends >= checkpoint_seconds after the last checkpoint."""
+    import semlens_widgets.kernels.collect as collect
+
+    model, ds = cnn_data  # 8 batches of 5
+    seen = []
+    collect_topm(model, ds, ["fc"], 3, batch_size=5, progress=False, checkpoint=lambda s: seen.append(s.n_seen),
+                 checkpoint_every=3)
+    assert seen == [15, 30]
+    clock = iter(range(0, 1000, 25))  # each call of the clock advances 25 s
+    monkeypatch.setattr(collect, "_clock", lambda: float(next(clock)))
+    seen.clear()
+    collect_topm(model, ds, ["fc"], 3, batch_size=5, progress=False, checkpoint=lambda s: seen.append(s.n_seen),
+                 checkpoint_every=None, checkpoint_seconds=60.0)
+    # start 0; batch ends at 25, 50, 75 (>= 60: checkpoint, restart at 75+...), ...
+    assert seen and all(b - a >= 10 for a, b in zip(seen, seen[1:])) and seen[-1] < 37
+    with pytest.raises(ValueError, match=r"checkpoint_every must be None or an int >= 1 \(batches\), got 0"):
+        collect_topm(model, ds, ["fc"], 3, progress=False, checkpoint=print, checkpoint_every=0)
+
+
+def test_resume_state_must_match_the_pass(cnn_data):
+    from semlens_widgets.kernels.collect import RunningTopM
+
+    model, ds = cnn_data
+    state = RunningTopM(["fc"], 3, len(ds), torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"resume state.*layers \['fc'\].*m=3.*37 samples.*this pass"):
+        collect_topm(model, ds, ["features.relu1"], 3, progress=False, state=state)
+    with pytest.raises(ValueError, match=r"resume state.*m=3"):
+        collect_topm(model, ds, ["fc"], 4, progress=False, state=state)
+
+
+# ----------------------------------------------------------------------------- inputs checked per batch
+class _Patched(torch.utils.data.Dataset):
+    """TensorDataset3 items with some items replaced."""
+
+    def __init__(self, n=20, size=8, patch=None):
+        self.ds, self.patch = TensorDataset3(n, size=size), patch or {}
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        x, y = self.ds[i]
+        return self.patch[i](x) if i in self.patch else x, y
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_pixels_are_named_by_dataset_index(value):
+    def poison(x):
+        x = x.clone()
+        x[1, 2, 3] = value
+        return x
+
+    ds = _Patched(patch={13: poison, 17: poison})
+    with pytest.raises(ValueError, match=r"dataset items \[13, 17\] have non-finite pixel values.*accepted: finite"):
+        collect_topm(TinyCNN(), ds, ["fc"], 3, batch_size=10, progress=False)
+
+
+def test_non_finite_activations_are_refused():
+    """Finite inputs, a model that makes NaN: the top-m would hold NaN values (topk ranks NaN
+    first); refused naming the layer and the samples."""
+
+    class Log(torch.nn.Module):
+        def forward(self, x):
+            return torch.log(x)  # NaN where x < 0
+
+    class NanNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 2, 1)
+            with torch.no_grad():
+                self.conv.weight.fill_(1.0)
+                self.conv.bias.fill_(10.0)
+            self.log = Log()
+
+        def forward(self, x):
+            return self.log(self.conv(x))
+
+    ds = TensorDataset3(10, size=4)
+    ds.x[4, :, 0, 0] = -20.0
+    assert collect_topm(NanNet(), ds, ["conv"], 3, batch_size=4, progress=False).topm["conv"].values.isfinite().all()
+    with pytest.raises(ValueError, match=r"layer 'log' has non-finite activations.*dataset items \[4\]"):
+        collect_topm(NanNet(), ds, ["log"], 3, batch_size=4, progress=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_other_float_dtypes_are_cast_like_model_inputs(cnn_data, dtype):
+    model, ds = cnn_data
+    cast = _Patched(n=37, size=12, patch={i: (lambda x, d=dtype: x.to(d)) for i in range(37)})
+    cast.ds = ds
+    expected = collect_topm(model, [(x.to(dtype).float(), y) for x, y in (ds[i] for i in range(37))], ["fc"], 3,
+                            progress=False)
+    got = collect_topm(model, cast, ["fc"], 3, progress=False)
+    assert torch.equal(got.topm["fc"].values, expected.topm["fc"].values)
+
+
+def test_integer_images_are_refused():
+    ds = _Patched(patch={i: (lambda x: (x.clamp(0, 1) * 255).to(torch.uint8)) for i in range(20)})
+    with pytest.raises(TypeError, match=r"dataset items \[0, 1, .*torch.uint8.*floating-point.*ToTensor"):
+        collect_topm(TinyCNN(), ds, ["fc"], 3, batch_size=8, progress=False)
+
+
+def test_mixed_image_sizes_are_named():
+    """Sizes differing inside a batch (the collate) or between batches."""
+    ds = _Patched(patch={5: lambda x: torch.zeros(3, 10, 10)})
+    with pytest.raises(ValueError, match=r"dataset item 5 has an image of shape \(3, 10, 10\) but item 0 has "
+                                         r"\(3, 8, 8\).*one size"):
+        collect_topm(TinyCNN(), ds, ["fc"], 3, batch_size=8, progress=False)
+    ds = _Patched(patch={i: (lambda x: torch.zeros(3, 10, 10)) for i in range(8, 20)})
+    with pytest.raises(ValueError, match=r"dataset items \[8, .*shape \(3, 10, 10\).*\(3, 8, 8\).*one size"):
+        collect_topm(TinyCNN(), ds, ["fc"], 3, batch_size=8, progress=False)
+
+
+def test_labels_outside_the_model_classes_are_refused_when_asked():
+    ds = TensorDataset3(20, size=8, num_classes=5)
+    ds.y[11] = 7
+    ds.y[3] = -1
+    res = collect_topm(TinyCNN(num_classes=5), ds, ["fc"], 3, progress=False)  # the kernel alone: recorded
+    assert res.labels[11] == 7
+    with pytest.raises(ValueError, match=r"dataset items \[3, 11\] have labels \[-1, 7\].*5 outputs.*\[0, 5\)"):
+        collect_topm(TinyCNN(num_classes=5), ds, ["fc"], 3, progress=False, check_labels=True)
+
+
+# ----------------------------------------------------------------------------- the Lens's collection pass
+class _Interrupting(torch.utils.data.Dataset):
+    """TensorDataset3 whose item ``stop_at`` raises KeyboardInterrupt (once armed)."""
+
+    def __init__(self, n=40, stop_at=None):
+        self.ds, self.stop_at = TensorDataset3(n, size=8, num_classes=5), stop_at
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        if i == self.stop_at:
+            raise KeyboardInterrupt
+        return self.ds[i]
+
+
+@pytest.fixture(scope="module")
+def tiny_fm(tmp_path_factory):
+    from _models import tiny_clip_fm
+
+    return tiny_clip_fm(tmp_path_factory.mktemp("cfg"))
+
+
+def _lens(data, fm, store, **kw):
+    from semlens_widgets.lens import Lens
+
+    return Lens(TinyCNN(num_classes=5), data, fm, ["features.relu1", "fc"], m=3, crop="full", store=store,
+                progress=False, batch_size=8, **kw)
+
+
+def test_lens_collection_resumes_from_its_checkpoint(tiny_fm, tmp_path):
+    """Interrupted in batch 3 (items 24..31) with a checkpoint every batch: the rerun reads only
+    items 24.. , says where it resumed, drops the checkpoint and stores exactly what an
+    uninterrupted run stores."""
+    from semlens_widgets.store import Store
+
+    whole = _lens(_Interrupting(), tiny_fm, tmp_path / "whole").run()
+    data = _Interrupting(stop_at=27)
+    lens = _lens(data, tiny_fm, tmp_path / "cut", checkpoint_every=1)
+    with pytest.raises(KeyboardInterrupt):
+        lens.run()
+    cut = Store(tmp_path / "cut")
+    assert cut.keys() == ["collect_checkpoint"] and cut.meta("collect_checkpoint")["meta"]["n_seen"] == 24
+    data.stop_at = None
+    with pytest.warns(UserWarning, match=r"collection: resuming from checkpoint at 24 / 40 samples"):
+        lens.run()
+    assert "collect_checkpoint" not in cut.keys()
+    assert cut.keys() == whole.store.keys()
+    for key in cut.keys():
+        a, b = cut.load(key, cut.meta(key)["fingerprint"]), whole.store.load(key, cut.meta(key)["fingerprint"])
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), key
+
+
+def test_lens_refuses_labels_outside_the_model_classes_at_run(tiny_fm, tmp_path):
+    data = _Interrupting()
+    data.ds.y[9] = 5
+    lens = _lens(data, tiny_fm, tmp_path / "s")
+    with pytest.raises(ValueError, match=r"dataset items \[9\] have labels \[5\].*5 outputs.*\[0, 5\)"):
+        lens.run()
+    assert lens.store.keys() == []
+
+
+@pytest.mark.parametrize("every", [0, -1, 1.5, True, "10"])
+def test_lens_checkpoint_every_is_checked(tiny_fm, every):
+    with pytest.raises(ValueError, match=rf"checkpoint_every must be None .* or an int >= 1 .*got {re.escape(repr(every))}"):
+        _lens(_Interrupting(), tiny_fm, None, checkpoint_every=every)

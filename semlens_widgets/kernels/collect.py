@@ -16,16 +16,20 @@ holds, so a checkpoint of a pass is a copy of it, and the top-m of disjoint shar
 """
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 from ..results import TopM
-from .data import ACCEPTED_ITEMS, build_loader, check_item, labels_from, split_batch, uses_default_collate
+from .data import (ACCEPTED_ITEMS, SAME_SIZE, build_loader, check_item, labels_from, split_batch,
+                   uses_default_collate)
 from .hooks import POOLINGS, ModuleRecorder, check_layer_names, describe_value, model_device, resolve_layers
+
+_clock = time.monotonic  # the checkpoint clock (a test replaces it)
 
 __all__ = [
     "CollectResult",
@@ -135,33 +139,109 @@ def _model_logits(output: Any) -> torch.Tensor | None:
     return None
 
 
+def _some(indices: torch.Tensor, limit: int = 10) -> str:
+    """``[3, 17, ...]``: the first ``limit`` of some dataset indices, and how many in all."""
+    vals = sorted(set(indices.reshape(-1).tolist()))
+    text = ", ".join(str(v) for v in vals[:limit])
+    return f"[{text}]" if len(vals) <= limit else f"[{text}, ...] ({len(vals)} in all)"
+
+
+NON_FINITE = (
+    "accepted: finite images (check the dataset's files and transforms, or leave these items out, "
+    "e.g. with torch.utils.data.Subset)"
+)
+
+
 class RunningTopM:
     """The state of one collection pass: per layer the running top-m ``[C, m_cur]`` (values
     descending, global sample indices), per sample the labels / predictions ``[N]`` and visit
     counts ``[N]``, and what the model output told (number of classes).
 
     :meth:`update` merges one batch; :meth:`result` turns the state into a
-    :class:`CollectResult`. All tensors live on ``device``.
+    :class:`CollectResult`. All tensors live on ``device``. :meth:`state_dict` /
+    :meth:`from_state` turn the whole state into CPU tensors + JSON meta and back: a checkpoint
+    of the pass (a resumed pass visits the samples whose visit count is 0).
+
+    Checks that would need the host to wait for the device (non-finite inputs, labels outside
+    the model's classes, when the batch lives on an accelerator) are recorded per sample on the
+    device and raised by :meth:`verify`, which runs before every checkpoint and in
+    :meth:`result`: nothing made from a bad input is handed out.
     """
 
     def __init__(self, layers: list[str], m: int, n_total: int, device: torch.device):
         self.layers = list(layers)
         self.m = int(m)
         self.n_total = int(n_total)
+        self.device = torch.device(device)
         self.values: dict[str, torch.Tensor] = {}   # layer -> [C, m_cur] float32
         self.indices: dict[str, torch.Tensor] = {}  # layer -> [C, m_cur] int64
-        self.labels = torch.empty(n_total, dtype=torch.long, device=device)       # [N]
-        self.predictions = torch.empty(n_total, dtype=torch.long, device=device)  # [N]
+        self.labels = torch.zeros(n_total, dtype=torch.long, device=device)       # [N]
+        self.predictions = torch.zeros(n_total, dtype=torch.long, device=device)  # [N]
         self.visits = torch.zeros(n_total, dtype=torch.int32, device=device)      # [N]
         self.have_labels = True
         self.have_predictions = True
         self.num_classes: int | None = None
         self.n_seen = 0
+        self.batches = 0
         self.shapes: dict[str, tuple] = {}
+        self.input_shape: tuple | None = None  # [C, H, W] of the first image, and its sample index
+        self.input_ref: int | None = None
+        self.flags: dict[str, torch.Tensor] = {}  # "non_finite" / "label" -> BoolTensor [N] (deferred checks)
 
-    def update(self, pooled: dict[str, torch.Tensor], idx: torch.Tensor, y: Any, output: Any, bnum: int) -> None:
+    # ------------------------------------------------------------------ checks
+    def flag(self, kind: str, idx: torch.Tensor, bad: torch.Tensor, now: bool) -> None:
+        """Samples ``idx [B]`` where ``bad [B]`` failed check ``kind``: raised now when ``now`` (or
+        when ``bad`` is on the CPU: no device to wait for), else recorded for :meth:`verify`."""
+        if now or bad.device.type == "cpu":
+            if bool(bad.any()):
+                self._raise(kind, idx.to(bad.device)[bad].cpu())
+            return
+        f = self.flags.get(kind)
+        if f is None:
+            f = self.flags[kind] = torch.zeros(self.n_total, dtype=torch.bool, device=self.device)
+        idx = idx.to(self.device)
+        f[idx] = f[idx] | bad.to(self.device)  # no host sync
+
+    def _raise(self, kind: str, samples: torch.Tensor) -> None:
+        if kind == "non_finite":
+            raise ValueError(f"dataset items {_some(samples)} have non-finite pixel values (NaN or +-inf); "
+                             f"{NON_FINITE}")
+        if kind == "label":
+            K = self.num_classes
+            vals = self.labels[samples.to(self.labels.device)].cpu()
+            raise ValueError(
+                f"dataset items {_some(samples)} have labels {_some(vals)} outside the model's classes: the "
+                f"model has {K} outputs, so a label must be a class index in [0, {K}); map the dataset's "
+                f"labels to the model's classes, or give items without labels (relevance then explains "
+                f"the model's predictions, over='prediction')"
+            )
+        raise AssertionError(kind)  # pragma: no cover
+
+    def verify(self) -> None:
+        """Raise the deferred checks (non-finite inputs, labels outside the classes) and refuse
+        non-finite activations: NaN and +inf rank first in a top-m, so any sample whose pooled
+        activation is not finite sits in it. Waits for the device (call it rarely)."""
+        for kind in ("non_finite", "label"):
+            f = self.flags.get(kind)
+            if f is not None and bool(f.any()):
+                self._raise(kind, f.nonzero()[:, 0].cpu())
+        for name in self.layers:
+            v = self.values.get(name)
+            if v is not None and not bool(torch.isfinite(v).all()):
+                bad = self.indices[name][~torch.isfinite(v)].cpu()
+                raise ValueError(
+                    f"layer {name!r} has non-finite activations (NaN or +-inf) for dataset items {_some(bad)}, "
+                    f"whose pixels are finite: the model's output there is not a number, and it would rank "
+                    f"first among the concept examples; accepted: a model with finite activations on the "
+                    f"dataset (check its weights and operations, e.g. a log or a division)"
+                )
+
+    # ------------------------------------------------------------------ the pass
+    def update(self, pooled: dict[str, torch.Tensor], idx: torch.Tensor, y: Any, output: Any, bnum: int,
+               check_labels: bool = False) -> None:
         """Merge one batch: ``pooled[layer] [B, C]``, global ``idx [B]``, collated labels ``y``
-        and the model ``output`` of the batch (``[B, K]`` logits give predictions)."""
+        and the model ``output`` of the batch (``[B, K]`` logits give predictions).
+        ``check_labels``: integer labels must be class indices of the ``[B, K]`` logits."""
         bsz = idx.shape[0]
         for name in self.layers:
             cand_v = pooled[name].t()  # [C, B]
@@ -180,21 +260,24 @@ class RunningTopM:
                 self.values[name], self.indices[name], cand_v, cand_i, self.m
             )
         self.visits.index_add_(0, idx, torch.ones_like(idx, dtype=torch.int32))
+        logits = _model_logits(output)
+        if logits is not None and self.num_classes is None:
+            self.num_classes = int(logits.shape[1])
         if self.have_labels:
             lab = labels_from(y, bsz)
             if lab is None:
                 self.have_labels = False
             else:
                 self.labels[idx] = lab.to(self.labels.device, non_blocking=True)
-        logits = _model_logits(output)
-        if logits is not None and self.num_classes is None:
-            self.num_classes = int(logits.shape[1])
+                if check_labels and logits is not None:
+                    self.flag("label", idx, (lab < 0) | (lab >= self.num_classes), now=bnum == 0)
         if self.have_predictions:
             if logits is None or logits.shape[0] != bsz:
                 self.have_predictions = False
             else:
                 self.predictions[idx] = logits.argmax(dim=1)
         self.n_seen += bsz
+        self.batches += 1
 
     def result(self) -> CollectResult:
         """The :class:`CollectResult` of the samples merged so far (checks the visits)."""
@@ -202,6 +285,7 @@ class RunningTopM:
             raise ValueError(
                 "the DataLoader yielded no batch (is drop_last=True with fewer samples than batch_size?)"
             )
+        self.verify()
         visits = self.visits.cpu()
         if bool((visits > 1).any()):
             dup = int((visits > 1).nonzero()[0, 0])
@@ -231,8 +315,90 @@ class RunningTopM:
             num_classes=self.num_classes,
         )
 
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """The whole state as CPU tensors and JSON-able meta (a checkpoint; :meth:`from_state`
+        restores it). Tensors: ``values.<i>`` / ``indices.<i>`` ``[C, m_cur]`` of layer i,
+        ``visits [N]``, ``labels [N]`` and ``predictions [N]`` when known. Call :meth:`verify`
+        first: deferred checks are not part of a checkpoint."""
+        tensors: dict[str, torch.Tensor] = {"visits": self.visits.cpu()}
+        for i, name in enumerate(self.layers):
+            if name in self.values:
+                tensors[f"values.{i}"] = self.values[name].cpu()
+                tensors[f"indices.{i}"] = self.indices[name].cpu()
+        if self.have_labels:
+            tensors["labels"] = self.labels.cpu()
+        if self.have_predictions:
+            tensors["predictions"] = self.predictions.cpu()
+        meta = {
+            "layers": self.layers, "m": self.m, "n_total": self.n_total, "n_seen": self.n_seen,
+            "batches": self.batches, "num_classes": self.num_classes,
+            "have_labels": self.have_labels, "have_predictions": self.have_predictions,
+            "shapes": {k: list(v) for k, v in self.shapes.items()},
+            "input_shape": None if self.input_shape is None else list(self.input_shape),
+            "input_ref": self.input_ref,
+        }
+        return tensors, meta
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict, device: torch.device) -> "RunningTopM":
+        """The state saved by :meth:`state_dict`, on ``device``."""
+        try:
+            state = cls(list(meta["layers"]), int(meta["m"]), int(meta["n_total"]), device)
+            state.visits = tensors["visits"].to(device, torch.int32)
+            for i, name in enumerate(state.layers):
+                if f"values.{i}" in tensors:
+                    state.values[name] = tensors[f"values.{i}"].to(device, torch.float32)
+                    state.indices[name] = tensors[f"indices.{i}"].to(device, torch.long)
+            state.have_labels, state.have_predictions = bool(meta["have_labels"]), bool(meta["have_predictions"])
+            if state.have_labels:
+                state.labels = tensors["labels"].to(device, torch.long)
+            if state.have_predictions:
+                state.predictions = tensors["predictions"].to(device, torch.long)
+            state.n_seen, state.batches = int(meta["n_seen"]), int(meta["batches"])
+            state.num_classes = None if meta["num_classes"] is None else int(meta["num_classes"])
+            state.shapes = {k: tuple(v) for k, v in meta["shapes"].items()}
+            state.input_shape = None if meta["input_shape"] is None else tuple(meta["input_shape"])
+            state.input_ref = meta["input_ref"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"not a collection checkpoint (RunningTopM.state_dict): {e!r}") from None
+        if state.visits.shape != (state.n_total,) or int(state.visits.sum()) != state.n_seen:
+            raise ValueError(f"not a collection checkpoint: visits {tuple(state.visits.shape)} do not add up to "
+                             f"n_seen={state.n_seen} of {state.n_total} samples")
+        return state
+
 
 # ----------------------------------------------------------------------------- collection
+
+
+def _input_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype images are cast to: the model's floating-point parameters' (float32 if none)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def _check_images(x: torch.Tensor, idx: torch.Tensor, state: RunningTopM, bnum: int) -> None:
+    """One batch of images ``x [B, C, H, W]`` of samples ``idx [B]`` (CPU): floating point, the
+    size of the pass's first image, finite (checked where x lives, see :meth:`RunningTopM.flag`)."""
+    if not x.is_floating_point():
+        raise TypeError(
+            f"batch {bnum} (dataset items {_some(idx)}) has images of dtype {x.dtype}; the model eats "
+            f"floating-point images: convert them in the dataset, e.g. torchvision.transforms.ToTensor() "
+            f"or transforms.v2.ToDtype(torch.float32, scale=True) (values in [0, 1]); accepted: float32 "
+            f"(float16, bfloat16 and float64 are cast to float32)"
+        )
+    shape = tuple(x.shape[1:])
+    if state.input_shape is None:
+        state.input_shape, state.input_ref = shape, int(idx[0])
+    elif shape != state.input_shape:
+        raise ValueError(
+            f"dataset items {_some(idx)} have images of shape {shape} but item {state.input_ref} has "
+            f"{state.input_shape}: {SAME_SIZE}"
+        )
+    bad = ~torch.isfinite(x).flatten(1).all(dim=1)  # [B]
+    state.flag("non_finite", idx, bad, now=bnum == 0)
 
 
 def collect_topm(
@@ -246,6 +412,12 @@ def collect_topm(
     num_workers: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    indices: Sequence[int] | None = None,
+    state: RunningTopM | None = None,
+    checkpoint: Callable[[RunningTopM], Any] | None = None,
+    checkpoint_every: int | None = None,
+    checkpoint_seconds: float = 60.0,
+    check_labels: bool = False,
 ) -> CollectResult:
     """Top-m samples per component of every requested layer, in one pass (paper, Methods:
     concept examples, ``E_k = top_m(M_k^l, D)``).
@@ -259,7 +431,9 @@ def collect_topm(
             one. A DataLoader is rebuilt over the index-wrapped dataset with the same
             sampler / batch_sampler, batch_size, drop_last, num_workers, collate_fn,
             pin_memory, worker settings (``batch_size``/``num_workers`` arguments are ignored
-            then). Each sample must be visited at most once.
+            then). Each sample must be visited at most once. Images must be floating point
+            (cast to the model's dtype), of one size, and finite: a batch that breaks this
+            raises naming its dataset indices.
         layers: layer names (see :mod:`semlens_widgets.kernels.hooks`: ``"name"``, ``"name@i"``,
             ``"name[j]"``).
         m: how many top samples to keep per component (>= 1).
@@ -267,6 +441,19 @@ def collect_topm(
         batch_size, num_workers: DataLoader settings when a dataset is given.
         device: where the inputs are moved and the running top-m lives.
         progress: show a tqdm.auto progress bar.
+        indices: visit only these global sample indices, in this order (a shard); None: all.
+            Needs a dataset, not a DataLoader.
+        state: resume this pass (a :class:`RunningTopM`, e.g. ``RunningTopM.from_state`` of a
+            checkpoint): only the samples it has not visited are read, in order, so with the
+            same ``batch_size`` the batches and the result are those of an uninterrupted pass,
+            bit for bit. Needs a dataset.
+        checkpoint: called with the running state after every ``checkpoint_every`` batches
+            (None: after the first batch that ends ``checkpoint_seconds`` or more after the start
+            or the last checkpoint), never after the last batch; the state has passed
+            :meth:`RunningTopM.verify` (a checkpoint is the one moment the host waits for
+            the device). Save ``state.state_dict()`` there.
+        check_labels: refuse integer labels that are not class indices ``[0, K)`` of the
+            model's ``[B, K]`` logits (naming the items).
 
     Returns:
         :class:`CollectResult`; every ``TopM`` has ``indices/values [C, min(m, N)]`` on the
@@ -279,6 +466,11 @@ def collect_topm(
         raise ValueError(f"m must be an int >= 1 (examples per component), got {m!r}")
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; accepted: {list(POOLINGS)}")
+    if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool)
+                                         or checkpoint_every < 1):
+        raise ValueError(f"checkpoint_every must be None or an int >= 1 (batches), got {checkpoint_every!r}")
+    if checkpoint is not None and not callable(checkpoint):
+        raise TypeError(f"checkpoint must be callable (state) or None, got {type(checkpoint).__name__}")
     device = torch.device(device)
     on = model_device(model)
     if on is not None and on.type != device.type:
@@ -288,10 +480,22 @@ def collect_topm(
         )
 
     resolved = resolve_layers(model, layers)
-    loader, dataset = build_loader(dataset_or_loader, batch_size, num_workers)
+    loader, dataset = build_loader(dataset_or_loader, batch_size, num_workers, indices)
     n_total = len(dataset)  # type: ignore[arg-type]
     if n_total == 0:
         raise ValueError("the dataset is empty (len 0); collect_topm needs at least one sample")
+    if state is not None:
+        if not isinstance(state, RunningTopM):
+            raise TypeError(f"state must be a RunningTopM (a resumed pass) or None, got {type(state).__name__}")
+        if state.layers != list(layers) or state.m != m or state.n_total != n_total:
+            raise ValueError(
+                f"the resume state is of another pass (layers {state.layers}, m={state.m}, {state.n_total} "
+                f"samples); this pass: layers {list(layers)}, m={m}, {n_total} samples"
+            )
+        visited = state.visits.cpu() > 0
+        order = range(n_total) if indices is None else indices
+        todo = [int(i) for i in order if not visited[int(i)]]
+        loader, dataset = build_loader(dataset_or_loader, batch_size, num_workers, todo)
     if uses_default_collate(loader):
         # Items reach the model as they are: check the first one for a clear message (a custom
         # collate_fn may legitimately turn non-tensor items into tensors; its batches are
@@ -304,18 +508,24 @@ def collect_topm(
     modules = dict(model.named_modules())
     pooled: dict[str, torch.Tensor] = {}  # layer -> [B, C] of the current batch
     recorders = {name: ModuleRecorder(name, specs, pooling, pooled=pooled) for name, specs in by_module.items()}
-    state = RunningTopM(layers, m, n_total, device)
+    if state is None:
+        state = RunningTopM(layers, m, n_total, device)
+    in_dtype = _input_dtype(model)
 
     from tqdm.auto import tqdm
 
     handles = [modules[name].register_forward_hook(rec) for name, rec in recorders.items()]
     was_training = model.training
     model.eval()
+    n_batches = len(loader)
+    last = _clock()
     try:
         with torch.inference_mode():
-            for bnum, (idx, batch) in enumerate(
-                tqdm(loader, total=len(loader), desc="collect top-m", disable=not progress, unit="batch")
+            for i, (idx, batch) in enumerate(
+                tqdm(loader, total=state.batches + n_batches, initial=state.batches, desc="collect top-m",
+                     disable=not progress, unit="batch")
             ):
+                bnum = state.batches  # over the whole pass (a resumed pass goes on counting)
                 x, y = split_batch(batch, what=f"batch {bnum}")
                 if not isinstance(x, torch.Tensor):
                     raise TypeError(
@@ -327,14 +537,28 @@ def collect_topm(
                         f"batch {bnum} has images of shape {tuple(x.shape)}; expected "
                         "[B, C, H, W] (rank 3 [C, H, W] per item)"
                     )
+                _check_images(x, idx, state, bnum)
                 idx = idx.to(device, non_blocking=True)
-                x = x.to(device, non_blocking=True)
+                x = x.to(device, dtype=in_dtype, non_blocking=True)
                 for rec in recorders.values():
                     rec.reset()
                 output = model(x)
                 for rec in recorders.values():
                     rec.check()
-                state.update(pooled, idx, y, output, bnum)
+                state.update(pooled, idx, y, output, bnum, check_labels=check_labels)
+                if checkpoint is None or i == n_batches - 1:
+                    continue
+                if checkpoint_every is not None:
+                    due = state.batches % checkpoint_every == 0
+                else:
+                    now = _clock()
+                    due = now - last >= checkpoint_seconds
+                if due:
+                    for rec in recorders.values():
+                        state.shapes.update(rec.shapes)
+                    state.verify()
+                    checkpoint(state)
+                    last = _clock()
     finally:
         for h in handles:
             h.remove()

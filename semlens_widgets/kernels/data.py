@@ -10,7 +10,7 @@ Pure torch: no disk, no UI.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset
@@ -24,6 +24,8 @@ __all__ = [
     "ACCEPTED_ITEMS",
     "split_batch",
     "check_item",
+    "check_same_size",
+    "SAME_SIZE",
     "build_loader",
     "labels_from",
     "uses_default_collate",
@@ -31,6 +33,11 @@ __all__ = [
 
 IMAGE_KEYS = ("image", "pixel_values", "x")
 LABEL_KEYS = ("label", "y")
+
+SAME_SIZE = (
+    "all images must share one size [C, H, W] (resize them in the dataset's transform, e.g. "
+    "torchvision.transforms.Resize(S) + CenterCrop(S))"
+)
 
 ACCEPTED_ITEMS = (
     "a Tensor [C,H,W]; a tuple/list (x, y, ...) whose first element is the image tensor; or a "
@@ -59,7 +66,13 @@ class _IndexedCollate:
 
     def __call__(self, batch: list) -> tuple[torch.Tensor, Any]:
         idx = torch.tensor([b[0] for b in batch], dtype=torch.long)
-        return idx, self.collate_fn([b[1] for b in batch])
+        items = [b[1] for b in batch]
+        try:
+            return idx, self.collate_fn(items)
+        except RuntimeError:
+            if self.collate_fn is default_collate:
+                check_same_size(idx.tolist(), items)  # raises naming the items when sizes differ
+            raise
 
 
 def split_batch(batch: Any, *, what: str = "batch") -> tuple[Any, Any]:
@@ -87,6 +100,21 @@ def split_batch(batch: Any, *, what: str = "batch") -> tuple[Any, Any]:
     raise TypeError(f"{what} has no image tensor: got {describe_value(batch)}; accepted items: {ACCEPTED_ITEMS}")
 
 
+def check_same_size(indices: list[int], items: list) -> None:
+    """Raise ValueError naming the first item whose image size differs from the first one's
+    (``default_collate`` would fail with a bare "stack expects each tensor to be equal size")."""
+    shapes = []
+    for i, item in zip(indices, items):
+        x, _ = split_batch(item, what=f"dataset item {i}")
+        shapes.append(tuple(x.shape) if isinstance(x, torch.Tensor) else None)
+    for i, s in zip(indices, shapes):
+        if s is not None and shapes[0] is not None and s != shapes[0]:
+            raise ValueError(
+                f"dataset item {i} has an image of shape {s} but item {indices[0]} has {shapes[0]}: "
+                f"{SAME_SIZE}"
+            )
+
+
 def check_item(item: Any) -> None:
     """Check one dataset item: an image tensor of rank 3 ``[C, H, W]`` (else TypeError/ValueError)."""
     x, _ = split_batch(item, what="dataset item 0")
@@ -103,9 +131,14 @@ def check_item(item: Any) -> None:
         )
 
 
-def build_loader(dataset_or_loader: Any, batch_size: int, num_workers: int) -> tuple[DataLoader, Dataset]:
+def build_loader(dataset_or_loader: Any, batch_size: int, num_workers: int,
+                 indices: Sequence[int] | None = None) -> tuple[DataLoader, Dataset]:
     """A DataLoader whose batches are ``(LongTensor[B] global indices, collated batch)``, and
     the original dataset.
+
+    A dataset is read in order, or, with ``indices``, only the samples of that list in its
+    order (a shard of a sharded run, the unvisited samples of a resumed pass): the indices stay
+    global. ``indices`` needs a dataset, not a DataLoader (whose sampler decides the order).
 
     A DataLoader is rebuilt over the index-wrapped dataset with the same sampler /
     batch_sampler, batch_size, drop_last, num_workers, collate_fn, pin_memory and worker
@@ -114,6 +147,11 @@ def build_loader(dataset_or_loader: Any, batch_size: int, num_workers: int) -> t
     drop_last=True)`` or a ``SubsetRandomSampler`` of the rank's indices): indices stay global.
     """
     if isinstance(dataset_or_loader, DataLoader):
+        if indices is not None:
+            raise TypeError(
+                "a subset of the samples (a resumed or sharded pass) needs the dataset, not a "
+                "DataLoader whose sampler decides the order; pass loader.dataset"
+            )
         loader = dataset_or_loader
         dataset = loader.dataset
         if isinstance(dataset, IterableDataset):
@@ -159,6 +197,7 @@ def build_loader(dataset_or_loader: Any, batch_size: int, num_workers: int) -> t
         _Indexed(dataset),
         batch_size=batch_size,
         shuffle=False,
+        sampler=None if indices is None else list(indices),
         num_workers=num_workers,
         collate_fn=_IndexedCollate(None),
     )
