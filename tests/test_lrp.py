@@ -101,8 +101,27 @@ class MBNet(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
+class NormNet(nn.Module):
+    """Divides by the norm of its own activation: no LRP rule for that."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.unit = _UnitNorm()
+        self.head = nn.Linear(4, 2)
+        self.eval()
+
+    def forward(self, x):
+        return self.head(self.unit(self.conv(x)).mean((2, 3)))
+
+
+class _UnitNorm(nn.Module):
+    def forward(self, x):
+        return x / x.norm(dim=1, keepdim=True)
+
+
 class AttnNet(nn.Module):
-    """Token model with softmax attention: no LRP rule here."""
+    """Token model with explicit softmax attention (AttnLRP's rules apply)."""
 
     def __init__(self, d=8):
         super().__init__()
@@ -298,12 +317,15 @@ def test_supports_lrp_static_and_traced():
         assert supports_lrp(model), type(model).__name__
     assert supports_lrp(MBNet(), torch.rand(1, 3, 32, 32))
     assert supports_lrp(nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.Flatten(), nn.LazyLinear(2)))
-    # attention: static and traced checks name the module and the operation
-    static = unsupported_modules(AttnNet())
-    assert static and static[0].startswith("attn (_Attn): ")
-    traced = unsupported_modules(AttnNet(), torch.rand(1, 3, 16, 16))
-    assert any(b.startswith("attn (_Attn): ") and ("matmul" in b or "softmax" in b) for b in traced)
-    assert not supports_lrp(AttnNet(), torch.rand(1, 3, 16, 16))
+    # explicit attention has AttnLRP's rules (matmul: uniform epsilon rule, softmax rule)
+    assert supports_lrp(AttnNet()) and supports_lrp(AttnNet(), torch.rand(1, 3, 16, 16))
+    # dividing by an activation's norm has none: static and traced checks name module and op
+    static = unsupported_modules(NormNet())
+    assert static and static[0].startswith("unit (_UnitNorm): ")
+    traced = unsupported_modules(NormNet(), torch.rand(1, 3, 16, 16))
+    assert traced and all(b.startswith("unit (_UnitNorm): ") for b in traced)
+    assert any("norm" in b for b in traced) and any("div" in b for b in traced)
+    assert not supports_lrp(NormNet(), torch.rand(1, 3, 16, 16))
     # a custom autograd function (memory-efficient Swish) has no rule either
     swish = nn.Sequential(nn.Conv2d(3, 4, 3), MemorySwish(), nn.Conv2d(4, 2, 1))
     traced = unsupported_modules(swish, torch.rand(1, 3, 8, 8))
@@ -313,10 +335,10 @@ def test_supports_lrp_static_and_traced():
 def test_make_composite_and_resolve_errors():
     with pytest.raises(ValueError, match=r"unknown LRP rule 'gamma'.*'epsilon_plus_flat'"):
         make_composite(TinyCNN(), "gamma")
-    with pytest.raises(ValueError, match=r"operations without LRP rules.*attn \(_Attn\).*crop='activation'"):
-        make_composite(AttnNet(), example_input=torch.rand(1, 3, 16, 16))
-    with pytest.raises(ValueError, match=r"operations without LRP rules.*attn"):
-        resolve_composite(AttnNet(), example_input=torch.rand(1, 3, 16, 16))
+    with pytest.raises(ValueError, match=r"operations without LRP rules.*unit \(_UnitNorm\).*crop='activation'"):
+        make_composite(NormNet(), example_input=torch.rand(1, 3, 16, 16))
+    with pytest.raises(ValueError, match=r"operations without LRP rules.*unit"):
+        resolve_composite(NormNet(), example_input=torch.rand(1, 3, 16, 16))
     with pytest.raises(TypeError, match="must be a torch.nn.Module"):
         canonizers_for("resnet")
     with pytest.raises(TypeError, match="composite must be None, a rule name"):
@@ -410,3 +432,35 @@ def test_lrp_context_restores_flags():
         model.requires_grad_(False)
     assert model.training
     assert model.features.conv1.weight.requires_grad and not model.fc.weight.requires_grad
+
+
+def test_attention_rules_match_explicit_operations():
+    """F.scaled_dot_product_attention gets the same AttnLRP relevance as the explicit
+    matmul / softmax / matmul it stands for."""
+
+    class Fused(nn.Module):
+        def forward(self, q, k, v):
+            return nn.functional.scaled_dot_product_attention(q, k, v)
+
+    class Explicit(nn.Module):
+        def forward(self, q, k, v):
+            a = torch.softmax((q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5, dim=-1)
+            return a @ v
+
+    q, k, v = (torch.randn(2, 3, 5, 4) for _ in range(3))
+    rels = []
+    for model in (Fused(), Explicit()):
+        rules = FunctionalRules()
+        rules.register(model)
+        try:
+            ins = [t.clone().requires_grad_(True) for t in (q, k, v)]
+            out = model(*ins)
+            grads = torch.autograd.grad(out, ins, out.detach())
+        finally:
+            rules.remove()
+        rels.append(grads)
+    for a, b in zip(*rels):
+        torch.testing.assert_close(a, b, atol=1e-3 * float(b.abs().max()), rtol=1e-2)  # eps at tiny logits
+    # the value path takes half of the output relevance (uniform rule)
+    out = torch.softmax(q @ k.transpose(-1, -2) / 2, -1) @ v
+    torch.testing.assert_close(rels[0][2].sum(), 0.5 * out.sum(), atol=1e-4, rtol=1e-3)

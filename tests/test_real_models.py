@@ -167,16 +167,23 @@ def test_default_setup_on_random_weight_architectures(arch):
     assert heat.shape == (2, 64, 64) and torch.isfinite(heat).all()
 
 
-def test_vit_refused_for_crp_and_runs_with_activation_crops():
+def test_vit_runs_with_attnlrp_crp_and_activation_crops():
+    """timm ViT-S/16 (random weights, 2 blocks): attention gets AttnLRP's rules (no refusal),
+    CRP and activation heatmaps both give boxes."""
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
     model = timm.create_model("vit_small_patch16_224", pretrained=False, depth=2).eval()
     x = torch.rand(2, 3, 224, 224)
-    bad = unsupported_modules(model, x)
-    assert bad and all(b.startswith("blocks.") and "attn (Attention)" in b for b in bad)
-    with pytest.raises(ValueError, match=r"blocks\.0\.attn \(Attention\).*crop='activation'"):
-        resolve_composite(model, example_input=x)
-    heat = activation_heatmaps(model, x, "blocks.1", torch.tensor([0, 5]), pooling="max")
-    assert heat.shape == (2, 224, 224)
-    boxes = boxes_from_heatmaps(heat)
-    assert boxes.shape == (2, 4)
+    assert unsupported_modules(model, x) == []
+    composite = resolve_composite(model, example_input=x)
+    with torch.no_grad():
+        before = model(x)
+        with composite.context(model) as m:
+            inside = m(x)
+    torch.testing.assert_close(inside, before)
+    comps = torch.tensor([0, 5])
+    for heat in (crp_heatmaps(model, x, "blocks.1", comps, composite),
+                 activation_heatmaps(model, x, "blocks.1", comps, pooling="max")):
+        assert heat.shape == (2, 224, 224) and torch.isfinite(heat).all()
+        boxes = boxes_from_heatmaps(heat, crop_rule="zennit_crp")
+        assert ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all()

@@ -94,7 +94,9 @@ _SAFE = {
     "interpolate", "upsample", "upsample_nearest2d", "pixel_shuffle", "pixel_unshuffle",
     "identity", "float_power",
 }
-_HANDLED = _ADD | _SUB | _MUL | _DIV | _PASS | _GATES
+_MATMUL = {"matmul", "__matmul__", "bmm"}
+_ATTENTION = {"softmax", "scaled_dot_product_attention"}
+_HANDLED = _ADD | _SUB | _MUL | _DIV | _PASS | _GATES | _MATMUL | _ATTENTION
 
 
 def _is_act(t: Any) -> bool:
@@ -170,7 +172,79 @@ class _PassOp(torch.autograd.Function):
         return rel.sum_to_size(ctx.shape), None
 
 
-_OWN_FUNCTIONS = (_SumRule, _GateMul, _ShareMul, _PassOp)
+def _stab(z: torch.Tensor, eps: float) -> torch.Tensor:
+    return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+
+
+class _MatmulRule(torch.autograd.Function):
+    """``out = a @ b``; backward: the epsilon rule on the contributions ``a_ik b_kj``, the
+    relevance split evenly between two activations (AttnLRP's uniform rule, Achtibat et al.
+    2024, eq. 7); all of it to ``a`` when ``b`` is a constant (a linear map)."""
+
+    @staticmethod
+    def forward(ctx, a, b, eps):  # noqa: D102
+        ctx.eps = eps
+        ctx.save_for_backward(a, b)
+        return a @ b
+
+    @staticmethod
+    def backward(ctx, rel):  # noqa: D102
+        a, b = ctx.saved_tensors
+        both = ctx.needs_input_grad[0] and ctx.needs_input_grad[1]
+        share = 0.5 if both else 1.0
+        g = rel / _stab(a @ b, ctx.eps)
+        ra = rb = None
+        if ctx.needs_input_grad[0]:
+            ra = (share * a * (g @ b.transpose(-1, -2))).sum_to_size(a.shape)
+        if ctx.needs_input_grad[1]:
+            rb = (share * b * (a.transpose(-1, -2) @ g)).sum_to_size(b.shape)
+        return ra, rb, None
+
+
+class _SoftmaxRule(torch.autograd.Function):
+    """``s = softmax(x)``; backward: AttnLRP's softmax rule (Achtibat et al. 2024, Prop. 3.3):
+    ``R_x = x (R - s sum(R))`` (the softmax linearised at x; its bias takes a share)."""
+
+    @staticmethod
+    def forward(ctx, x, dim):  # noqa: D102
+        s = torch.softmax(x, dim)
+        ctx.dim = dim
+        ctx.save_for_backward(x, s)
+        return s
+
+    @staticmethod
+    def backward(ctx, rel):  # noqa: D102
+        x, s = ctx.saved_tensors
+        return x * (rel - s * rel.sum(ctx.dim, keepdim=True)), None
+
+
+class _AttentionRule(torch.autograd.Function):
+    """``softmax(q k^T scale) v`` (``F.scaled_dot_product_attention`` without mask or dropout)
+    with AttnLRP's rules: uniform epsilon rule on both products, the softmax rule between."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, scale, eps):  # noqa: D102
+        s = (q @ k.transpose(-1, -2)) * scale
+        a = torch.softmax(s, -1)
+        ctx.scale, ctx.eps = scale, eps
+        ctx.save_for_backward(q, k, v, a)
+        return a @ v
+
+    @staticmethod
+    def backward(ctx, rel):  # noqa: D102
+        q, k, v, a = ctx.saved_tensors
+        g = rel / _stab(a @ v, ctx.eps)
+        r_a = 0.5 * a * (g @ v.transpose(-1, -2))
+        r_v = 0.5 * v * (a.transpose(-1, -2) @ g)
+        # softmax rule R_s = s (R_a - a sum R_a), then the epsilon rule on s = q k^T scale
+        # divides by s again: both cancel exactly, so h = R_s / s without dividing by a logit
+        h = (r_a - a * r_a.sum(-1, keepdim=True)) * ctx.scale
+        r_q = 0.5 * q * (h @ k)
+        r_k = 0.5 * k * (h.transpose(-1, -2) @ q)
+        return r_q, r_k, r_v, None, None
+
+
+_OWN_FUNCTIONS = (_SumRule, _GateMul, _ShareMul, _PassOp, _MatmulRule, _SoftmaxRule, _AttentionRule)
 
 
 def _inplace(name: str) -> bool:
@@ -182,6 +256,22 @@ def _out_of_place(name: str) -> Any:
         if name in family:
             return fn
     raise KeyError(name)
+
+
+def _rule_applies(name: str, args: tuple, kwargs: dict) -> bool:
+    """Whether :class:`FunctionalRules` gives this call of a handled operation an LRP rule
+    (the audit of :func:`trace_model`); the calls it leaves to autograd are reported."""
+    if name in _DIV:
+        _, b = _binary_args(name, args, kwargs)
+        return not _is_act(b)
+    if name == "scaled_dot_product_attention":
+        extra = dict(zip(("attn_mask", "dropout_p", "is_causal"), args[3:]))
+        extra.update(kwargs)
+        return extra.get("attn_mask") is None and not extra.get("dropout_p") and not extra.get("is_causal") \
+            and not extra.get("enable_gqa")
+    if name == "softmax":
+        return kwargs.get("dtype") is None and len(args) <= 2 and (len(args) == 2 or "dim" in kwargs)
+    return True
 
 
 def _binary_args(name: str, args: tuple, kwargs: dict) -> tuple[Any, Any]:
@@ -225,7 +315,27 @@ class _RuleMode(TorchFunctionMode):
             if not args:
                 kw = {k: v for k, v in kw.items() if k != "input"}
             return _PassOp.apply(x, lambda xx: func(xx, *rest, **kw))
+        if name == "softmax":
+            x = args[0] if args else kwargs.get("input")
+            dim = args[1] if len(args) > 1 else kwargs.get("dim")
+            if not _is_act(x) or dim is None or kwargs.get("dtype") is not None or len(args) > 2:
+                return func(*args, **kwargs)
+            return _SoftmaxRule.apply(x, dim)
+        if name == "scaled_dot_product_attention":
+            q, k, v = (list(args) + [kwargs.get(n) for n in ("query", "key", "value")][len(args):])[:3]
+            extra = dict(zip(("attn_mask", "dropout_p", "is_causal", "scale"), args[3:]))
+            extra.update({n: kwargs[n] for n in ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa") if n in kwargs})
+            if (extra.get("attn_mask") is not None or extra.get("dropout_p", 0.0) or extra.get("is_causal")
+                    or extra.get("enable_gqa") or not all(_is_act(t) for t in (q, k, v))):
+                return func(*args, **kwargs)
+            scale = extra.get("scale")
+            scale = q.shape[-1] ** -0.5 if scale is None else scale
+            return _AttentionRule.apply(q, k, v, scale, self.eps)
         a, b = _binary_args(name, args, kwargs)
+        if name in _MATMUL:
+            if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or not (_is_act(a) or _is_act(b)):
+                return func(*args, **kwargs)
+            return _MatmulRule.apply(a, b, self.eps)
         if name in _ADD or name in _SUB:
             if not (_is_act(a) and _is_act(b)):
                 return func(*args, **kwargs)  # activation + constant: the gradient passes it on
@@ -420,7 +530,7 @@ def trace_model(model: nn.Module, example_input: torch.Tensor | tuple, composite
                 and any(_is_act(t) for t in ins)
                 and any(_is_act(t) for t in _tensors(out))
                 and name not in _SAFE
-                and name not in _HANDLED
+                and not (name in _HANDLED and _rule_applies(name, args, kwargs))
             ):
                 entry = f"{label(owner)}: {name or func}"
                 if entry not in unsupported:
