@@ -39,7 +39,7 @@ with other weights simply recomputes.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -121,6 +121,8 @@ class Lens:
         fm: a :class:`~semlens_widgets.foundation.FoundationModel`.
         layers: layer names (``model.named_modules()`` names, ``"name@i"`` for the i-th call
             of a reused module, ``"name[j]"`` for element j of a tuple output); a str is one layer.
+            ``"name:sae"``: the latents of the sparse autoencoder ``saes["name"]`` on that layer's
+            output (conv maps encoded at every position), analysed like any layer.
         m: concept examples per component (>= 1; the paper's default is 30).
         crop: ``"crp"`` (CRP relevance crops, models with LRP rules; for max poolings the
             relevance starts at the neuron where the component peaks, so a crop shows what
@@ -135,6 +137,12 @@ class Lens:
         display_transform: ``[n, C, H, W]`` model inputs -> ``[n, 3, H, W]`` images in [0, 1]
             (same H, W); default: identity + clamp. Use :func:`imagenet_unnormalize` for
             ImageNet-normalised datasets.
+        saes: ``{"name": SAE}`` (:class:`semlens_widgets.SAE`) for the SAE layers ``"name:sae"``;
+            moved to ``device``. Their identity (weights digest) is part of the fingerprint. CRP
+            crops of latents start at the latent and pass its relevance through the encoder
+            (``SAE.input_relevance``); the relevance of latents for a class (relevance, audit,
+            top classes) is their share of their layer's relevance (``SAE.latent_relevance``);
+            attribution graphs refuse SAE layers (CRP conditions on module outputs).
         crop_size: default side of :meth:`crops` (default: the foundation model's input size).
         progress: show tqdm.auto progress bars.
         overwrite: wipe the store (all entries) before use.
@@ -167,6 +175,7 @@ class Lens:
         num_workers: int = 0,
         class_names: Sequence[str] | None = None,
         display_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        saes: Mapping[str, Any] | None = None,
         crop_size: int | None = None,
         progress: bool = True,
         overwrite: bool = False,
@@ -200,7 +209,7 @@ class Lens:
             if isinstance(class_names, str) or not all(isinstance(c, str) for c in class_names):
                 raise TypeError(f"class_names must be a list of str or None, got {class_names!r:.100}")
             class_names = list(class_names)
-        layer_set = LayerSet(model, layers)
+        layer_set = LayerSet(model, layers, saes)
         data = DataView(dataset, display_transform)
 
         # ---- device, model, LRP set-up (before anything is written) ---------------------------
@@ -209,6 +218,7 @@ class Lens:
             device = p.device if p is not None else torch.device("cpu")
         device = torch.device(device)
         model = model.to(device).eval()
+        layer_set.to(device)
         lrp = lrp_setup(model, crop)
         self.fm = fm
         self.config = PipelineConfig(m=int(m), crop_mode=crop, pooling=pooling, batch_size=int(batch_size),
@@ -302,6 +312,11 @@ class Lens:
     def layers(self) -> list[str]:
         """The analysed layer names, in the order given."""
         return self.pipeline.layers.names
+
+    @property
+    def saes(self) -> dict[str, Any]:
+        """``{"name": SAE}`` of the SAE layers ``"name:sae"`` (empty without SAE layers)."""
+        return self.pipeline.layers.saes
 
     @property
     def n_samples(self) -> int:

@@ -24,6 +24,16 @@ Analysis (:class:`AnalysisKeys`, fingerprints include the Lens fingerprint)::
     semantics/class_relevance_run/<over>/chunk<a>-<b>   the resumable pass behind them
     semantics/attribution_graph/<fp[:24]>       node relevance, edge weights (+ JSON meta)
     demo/groundtruth/<layer>                    activations [N, C] (the demo's evaluation)
+    describe/control/<layer>                    samples [n], activations [n, C]: the control
+                                                images of describe / faithfulness
+    describe/description/<layer>/<k>            round, score, auc [R] (+ JSON meta: concepts,
+                                                notes, best, candidates, senses, settings)
+    describe/faithfulness/<layer>               auc, mad [C] (+ JSON meta: labels, notes)
+    describe/faithfulness/<layer>/chunk<a>-<b>  the resumable pass behind it (chunks of labels)
+
+SAE layers (``"LAYER:sae"``): the Lens fingerprint includes every SAE's identity (weights
+digest, activation, k), and ``collect/LAYER:sae`` (so its boxes and embeddings) its own SAE's;
+a Lens without SAEs has the fingerprints it had before SAE layers existed.
 
 Bump :data:`PIPELINE_VERSION` / :data:`ANALYSIS_VERSION` when an algorithm changes: every
 stored result of that kind is then recomputed, never reused.
@@ -33,6 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from semlens_widgets.kernels.hooks import parse_layer
 from semlens_widgets.store import fingerprint, tensor_digest
 
 __all__ = ["Entry", "PipelineKeys", "AnalysisKeys", "PIPELINE_VERSION", "ANALYSIS_VERSION"]
@@ -56,7 +67,8 @@ class PipelineKeys:
     model, dataset: fingerprints of the model's parameters and buffers and of the dataset;
     crop_setup: everything besides the crop mode that decides the boxes (relevance threshold,
     LRP set-up, where CRP starts, the pooling of activation maps); fm: the foundation model's
-    identity; display: the display transform's id; crop_side: the side crops are resized to.
+    identity; display: the display transform's id; crop_side: the side crops are resized to;
+    saes: ``{"LAYER": sae.identity}`` of the SAE layers (``LayerSet.sae_identities``).
     """
 
     model: str
@@ -69,19 +81,25 @@ class PipelineKeys:
     fm: dict = field(hash=False)
     display: str
     crop_side: int
+    saes: dict = field(default_factory=dict, hash=False)
+
+    def _with_saes(self, *parts: Any) -> tuple:
+        return (*parts, {"saes": self.saes}) if self.saes else parts
 
     @property
     def lens(self) -> str:
-        """The fingerprint of the whole Lens (model, data, layers, settings, fm, display)."""
-        return fingerprint("lens", PIPELINE_VERSION, self.model, self.dataset, list(self.layers), self.m,
-                           self.pooling, self.crop_mode, self.fm, self.display)
+        """The fingerprint of the whole Lens (model, data, layers, settings, fm, display, SAEs)."""
+        return fingerprint(*self._with_saes("lens", PIPELINE_VERSION, self.model, self.dataset, list(self.layers),
+                                            self.m, self.pooling, self.crop_mode, self.fm, self.display))
 
     def samples(self) -> Entry:
         return Entry("samples", fingerprint("samples", PIPELINE_VERSION, self.model, self.dataset))
 
     def collect(self, layer: str) -> Entry:
+        spec = parse_layer(layer)
+        sae = ({"sae": self.saes[spec.base]},) if spec.sae else ()
         return Entry(f"collect/{layer}", fingerprint("collect", PIPELINE_VERSION, self.model, self.dataset,
-                                                     layer, self.m, self.pooling))
+                                                     layer, self.m, self.pooling, *sae))
 
     def collect_checkpoint(self, layers: Sequence[str], batch_size: int) -> Entry:
         """The running state of a collection pass over ``layers`` in progress (deleted once the
@@ -144,6 +162,18 @@ class AnalysisKeys:
     def attribution_graph(self, *params: Any) -> Entry:
         fp = self._fp_lrp("attribution_graph", *params)
         return Entry(f"semantics/attribution_graph/{fp[:24]}", fp)
+
+    def describe_control(self, layer: str, *params: Any) -> Entry:
+        """Activations of the control images (dataset samples) of describe / faithfulness."""
+        return Entry(f"describe/control/{layer}", self._fp("describe_control", layer, *params))
+
+    def description(self, layer: str, k: int) -> Entry:
+        """The last description of component k (kept for the views; never reused as a result)."""
+        return Entry(f"describe/description/{layer}/{int(k)}", self._fp("description", layer, int(k)))
+
+    def faithfulness(self, layer: str, *params: Any) -> Entry:
+        """Label faithfulness of ``layer`` (and the chunk prefix of its resumable pass)."""
+        return Entry(f"describe/faithfulness/{layer}", self._fp("faithfulness", layer, *params))
 
     def demo_groundtruth(self, layer: str, pooling: str) -> Entry:
         """The demo world's pooled activations of ``layer`` (its evaluation)."""

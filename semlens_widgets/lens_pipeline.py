@@ -162,6 +162,7 @@ class Pipeline:
                         ("peak" if config.pooling in ("max", "absmax") else "map") if crp else None,
                         config.pooling if config.crop_mode == "activation" else None),
             fm=dict(fm.identity), display=data.display_id, crop_side=self.crop_side,
+            saes=layers.sae_identities(),
         )
         self.ran = False
         self._topm: dict[str, TopM] = {}
@@ -262,7 +263,7 @@ class Pipeline:
             self.model, self.data.dataset, layers, cfg.m, pooling=cfg.pooling, batch_size=cfg.batch_size,
             num_workers=cfg.num_workers, device=self.device, progress=cfg.progress, state=state,
             checkpoint=None if self.store.in_memory else checkpoint, checkpoint_every=cfg.checkpoint_every,
-            check_labels=True,
+            check_labels=True, saes=self.layers.saes,
         )
         for layer, topm in res.topm.items():
             entry = self.keys.collect(layer)
@@ -335,9 +336,10 @@ class Pipeline:
         (CRP relevance for ``crop="crp"``, else the upsampled activation map)."""
         from semlens_widgets.kernels.crops import activation_heatmaps, crp_heatmaps
 
+        saes = self.layers.saes
         if self.config.crop_mode == "crp":
-            return crp_heatmaps(self.model, x, layer, comps, self.composite, pooling=self.config.pooling)
-        return activation_heatmaps(self.model, x, layer, comps, self.config.pooling)
+            return crp_heatmaps(self.model, x, layer, comps, self.composite, pooling=self.config.pooling, saes=saes)
+        return activation_heatmaps(self.model, x, layer, comps, self.config.pooling, saes=saes)
 
     def _compute_boxes(self, layer: str, idx: torch.Tensor, comps: torch.Tensor) -> torch.Tensor:
         """Boxes of the concept examples ``idx [c, me]`` of components ``comps [c]`` -> ``[c, me, 4]``."""

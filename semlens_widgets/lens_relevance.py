@@ -86,7 +86,7 @@ class Attribution:
         src = self.source
         return _relevance.component_relevance(
             src.model, lambda pos: src.model_inputs(samples[pos]), targets, layers, src.composite,
-            batch_size=self.batch_size, device=src.device, progress=self.progress,
+            batch_size=self.batch_size, device=src.device, progress=self.progress, saes=self.layers.saes,
         )
 
     # ------------------------------------------------------------------ relevance
@@ -195,7 +195,8 @@ class Attribution:
         gives the labels of a layer for ``concepts`` (None: no concept nodes). Cached in memory
         and in the store."""
         target = self.target(target)
-        layers = [self.layers.crp(l) for l in self.layers.check_many(layers)]
+        layers = [self.layers.crp(l, flows=True) for l in
+                  (self.layers.check_many(layers) if layers is not None else self.layers.plain_layers())]
         over = self.over(over)
         max_samples = positive_int("max_samples", max_samples)
         top_k = nonnegative_int("top_k", top_k)

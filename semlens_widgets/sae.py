@@ -29,6 +29,8 @@ __all__ = ["SAE", "ACTIVATIONS"]
 ACTIVATIONS = ("relu", "topk")
 _FORMAT = "semlens-sae"
 _VERSION = "1"
+#: version of the relevance rules of :meth:`SAE.input_relevance` / :meth:`SAE.latent_relevance`
+_RULES_VERSION = "encoder-epsilon-centred/decoder-share 1"
 
 
 def _is_int(v: Any) -> bool:
@@ -156,6 +158,67 @@ class SAE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode(x)
+
+    # ---- identity and relevance (an SAE layer of a Lens) ----------------------------------------
+    @property
+    def identity(self) -> dict:
+        """What a Lens fingerprints of this SAE: ``activation, k, d, n_latents`` and ``weights``
+        (sha256 of the four weight tensors), plus the version of the relevance rules below. Any
+        change of the weights changes it, so every stored result of an SAE layer is recomputed."""
+        import hashlib
+
+        from semlens_widgets.store import tensor_digest
+
+        h = hashlib.sha256()
+        for p in (self.W_enc, self.b_enc, self.W_dec, self.b_dec):
+            h.update(tensor_digest(p.detach().float().cpu()).encode())
+        return {"activation": self.activation, "k": self.k, "d": self.d, "n_latents": self.n_latents,
+                "weights": h.hexdigest(), "rules": _RULES_VERSION}
+
+    @torch.no_grad()
+    def input_relevance(self, x: torch.Tensor, relevance: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+        """LRP through the encoder: relevance of the latents -> relevance of the SAE's input.
+
+        The epsilon rule on the encoder's linear map, with contributions measured from the SAE's
+        own reference point ``b_dec`` (encode subtracts it) and the bias left out (as the Lens's
+        default LRP rules do, so relevance is conserved):
+        ``R_x[i] = sum_j (x_i - b_dec_i) W_enc[i, j] / (s_j + eps sign(s_j)) R_z[j]`` with
+        ``s_j = sum_i (x_i - b_dec_i) W_enc[i, j]``, per vector (per position of conv maps).
+        This is how a CRP crop of a latent starts: the latent's start relevance (its activation
+        at the peak position) is moved onto the layer below the SAE, then propagated to the
+        input by the model's LRP rules.
+
+        x: the layer's output ``[N, d]``, ``[B, d, H, W]`` or ``[B, T, d]``; relevance: the
+        latents' relevance in the matching layout (``[N, n_latents]`` ...). Returns ``x``'s layout.
+        """
+        rows, how = self._to_rows(x, self.d, "x")
+        rel, _ = self._to_rows(relevance, self.n_latents, "relevance")
+        c = rows.to(self.W_enc) - self.b_dec  # [M, d]
+        s = c @ self.W_enc  # [M, n_latents]
+        s = s + eps * torch.where(s >= 0, 1.0, -1.0)
+        return self._from_rows(c * ((rel.to(s) / s) @ self.W_enc.T), how).to(x)
+
+    @torch.no_grad()
+    def latent_relevance(self, x: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+        """Relevance of the latents for a prediction, from the relevance of the layer they read.
+
+        The layer's output is the sum of the latents' parts, the decoder bias and the SAE's error:
+        ``x_i = sum_j z_j W_dec[j, i] + b_dec_i + e_i``. Relevance ``R_x[i]`` (CRP relevance of the
+        layer for a class) is shared in proportion to these parts (the LRP rule of a sum):
+        ``R_z[j] = sum_i z_j W_dec[j, i] / x_i * R_x[i]``; the decoder bias and the error keep
+        the rest, and positions where ``x_i = 0`` pass nothing (their relevance is 0 under
+        LRP). Per vector (per position of conv maps); sum over positions for a latent's relevance.
+
+        x, relevance: ``[N, d]``, ``[B, d, H, W]`` or ``[B, T, d]`` (same layout). Returns the
+        latents' relevance ``[N, n_latents]`` / ``[B, n_latents, H, W]`` / ``[B, T, n_latents]``.
+        """
+        rows, how = self._to_rows(x, self.d, "x")
+        rel, _ = self._to_rows(relevance, self.d, "relevance")
+        rows = rows.to(self.W_enc)
+        nz = rows != 0
+        share = torch.where(nz, rel.to(rows) / torch.where(nz, rows, torch.ones_like(rows)), torch.zeros_like(rows))
+        z = self._act(self.pre_activations(rows))  # [M, n_latents]
+        return self._from_rows(z * (share @ self.W_dec.T), how).to(relevance)
 
     @torch.no_grad()
     def stats(self, x: torch.Tensor, batch_size: int = 65536) -> dict:
@@ -407,19 +470,29 @@ def _training_vectors(data: Any, layer: str | None, max_samples: int | None) -> 
             f"SAE.fit takes activations (a Tensor [N, d], [B, d, H, W] or [B, T, d]) or a Lens with "
             f"layer=...; got {type(data).__name__}"
         )
+    from semlens_widgets.kernels.hooks import LayerCapture, parse_layer
+
     modules = dict(model.named_modules())
-    if layer not in modules or not layer:
-        raise ValueError(f"layer must name a module of the lens's model, got {layer!r}; e.g. one of {list(modules)[1:8]}")
+    if not isinstance(layer, str) or parse_layer(layer).sae or parse_layer(layer).module not in modules or not layer:
+        raise ValueError(
+            f"layer must name a module of the lens's model ('name', 'name@i' or 'name[j]' as in Lens layers), "
+            f"got {layer!r}; e.g. one of {list(modules)[1:8]}"
+        )
     n = len(data.dataset) if max_samples is None else min(int(max_samples), len(data.dataset))
     if n < 1:
         raise ValueError(f"max_samples must be >= 1, got {max_samples!r}")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     chunks: list[torch.Tensor] = []
-    handle = modules[layer].register_forward_hook(lambda m, i, o: chunks.append(o.detach().float().cpu()))
+    bs = int(getattr(data, "batch_size", 64))
+    was_training = model.training
+    model.eval()
     try:
-        bs = int(getattr(data, "batch_size", 64))
-        for s in range(0, n, bs):
-            model(data.model_inputs(list(range(s, min(n, s + bs)))).to(device))
+        with LayerCapture(model, [layer]) as cap:
+            for s in range(0, n, bs):
+                cap.reset()
+                model(data.model_inputs(list(range(s, min(n, s + bs)))).to(device))
+                cap.check()
+                chunks.append(cap.outputs[layer].float().cpu())
     finally:
-        handle.remove()
+        model.train(was_training)
     return _training_vectors(torch.cat(chunks), None, None)

@@ -326,6 +326,21 @@ def test_supports_lrp_static_and_traced():
     assert traced and all(b.startswith("unit (_UnitNorm): ") for b in traced)
     assert any("norm" in b for b in traced) and any("div" in b for b in traced)
     assert not supports_lrp(NormNet(), torch.rand(1, 3, 16, 16))
+    # nn.MultiheadAttention: zennit 0.4.6 gives it the Pass rule as an "activation"; not LRP
+    mha = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+
+    class MhaNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.att = nn.Linear(3, 8), mha
+
+        def forward(self, x):
+            t = self.embed(x)
+            return self.att(t, t, t, need_weights=False)[0]
+
+    bad = unsupported_modules(MhaNet().eval(), torch.rand(1, 5, 3))
+    assert bad and bad[0].startswith("att (MultiheadAttention): ")
+    assert unsupported_modules(MhaNet())[0].startswith("att (MultiheadAttention)")
     # a custom autograd function (memory-efficient Swish) has no rule either
     swish = nn.Sequential(nn.Conv2d(3, 4, 3), MemorySwish(), nn.Conv2d(4, 2, 1))
     traced = unsupported_modules(swish, torch.rand(1, 3, 8, 8))

@@ -418,6 +418,7 @@ def collect_topm(
     checkpoint_every: int | None = None,
     checkpoint_seconds: float = 60.0,
     check_labels: bool = False,
+    saes: dict[str, nn.Module] | None = None,
 ) -> CollectResult:
     """Top-m samples per component of every requested layer, in one pass (paper, Methods:
     concept examples, ``E_k = top_m(M_k^l, D)``).
@@ -454,6 +455,8 @@ def collect_topm(
             the device). Save ``state.state_dict()`` there.
         check_labels: refuse integer labels that are not class indices ``[0, K)`` of the
             model's ``[B, K]`` logits (naming the items).
+        saes: ``{"LAYER": sae}`` for SAE layers ``"LAYER:sae"`` in ``layers`` (components: the
+            SAE's latents, see :mod:`.hooks`).
 
     Returns:
         :class:`CollectResult`; every ``TopM`` has ``indices/values [C, min(m, N)]`` on the
@@ -479,7 +482,7 @@ def collect_topm(
             f"model.to({str(device)!r}) or pass device={str(on)!r}"
         )
 
-    resolved = resolve_layers(model, layers)
+    resolved = resolve_layers(model, layers, saes)
     loader, dataset = build_loader(dataset_or_loader, batch_size, num_workers, indices)
     n_total = len(dataset)  # type: ignore[arg-type]
     if n_total == 0:
@@ -507,7 +510,7 @@ def collect_topm(
         by_module.setdefault(spec.module, []).append(spec)
     modules = dict(model.named_modules())
     pooled: dict[str, torch.Tensor] = {}  # layer -> [B, C] of the current batch
-    recorders = {name: ModuleRecorder(name, specs, pooling, pooled=pooled) for name, specs in by_module.items()}
+    recorders = {name: ModuleRecorder(name, specs, pooling, pooled=pooled, saes=saes) for name, specs in by_module.items()}
     if state is None:
         state = RunningTopM(layers, m, n_total, device)
     in_dtype = _input_dtype(model)

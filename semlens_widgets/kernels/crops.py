@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hooks import POOLINGS, LayerCapture
+from .hooks import POOLINGS, LayerCapture, check_saes, parse_layer
 from .lrp import component_start, resolve_composite, start_relevance
 
 __all__ = [
@@ -124,6 +124,7 @@ def crp_heatmaps(
     pooling: str = "max",
     peak: bool | None = None,
     image_index: torch.Tensor | None = None,
+    saes: dict[str, nn.Module] | None = None,
 ) -> torch.Tensor:
     """CRP heatmaps of component ``components[i]`` of ``layer`` on image i (DESIGN eq. 1 crop).
 
@@ -165,6 +166,10 @@ def crp_heatmaps(
             each distinct image then runs forward once and its components share that pass
             (:func:`~semlens_widgets.kernels.lrp.start_relevance`). Same heatmaps, less work
             when images are examples of several components (the Lens's sorted batches).
+        saes: ``{"LAYER": sae}`` for an SAE layer ``"LAYER:sae"``: the start is the latent's
+            (as above, on the latents), moved onto LAYER's output through the encoder
+            (``sae.input_relevance``, the epsilon rule of its linear map) and propagated from
+            there.
 
     Returns:
         FloatTensor ``[n, H, W]`` on the CPU: input relevance summed over channels (signed).
@@ -191,11 +196,18 @@ def crp_heatmaps(
     if composite is None:
         composite = resolve_composite(model, example_input=images[:2])
 
-    def init(activation: torch.Tensor) -> torch.Tensor:
-        _check_range(components, _num_components(activation), layer)
-        return component_start(activation, components, absolute=pooling.startswith("abs"), peak=peak)
+    spec = parse_layer(layer)
+    sae = check_saes(saes).get(spec.base) if spec.sae else None
+    if spec.sae and sae is None:
+        raise ValueError(f"layer {layer!r} needs saes={{{spec.base!r}: sae}}")
 
-    heat, _ = start_relevance(model, images, layer, init, composite, image_index=image_index)
+    def init(activation: torch.Tensor) -> torch.Tensor:
+        latents = activation if sae is None else sae(activation)
+        _check_range(components, _num_components(latents), layer)
+        start = component_start(latents, components, absolute=pooling.startswith("abs"), peak=peak)
+        return start if sae is None else sae.input_relevance(activation, start)
+
+    heat, _ = start_relevance(model, images, spec.base, init, composite, image_index=image_index)
     return heat.sum(1).float().cpu()
 
 
@@ -249,6 +261,7 @@ def activation_heatmaps(
     layer: str,
     components: torch.Tensor,
     pooling: str = "max",
+    saes: dict[str, nn.Module] | None = None,
 ) -> torch.Tensor:
     """Upsampled activation maps of component ``components[i]`` on image i (DESIGN eq. 1 crop,
     for models without LRP rules).
@@ -260,6 +273,7 @@ def activation_heatmaps(
         components: LongTensor ``[n]``.
         pooling: the pooling the examples were selected with; ``"absmax"``/``"absmean"`` use
             ``|map|`` (the magnitude drove the selection), the others the signed map.
+        saes: ``{"LAYER": sae}`` for an SAE layer ``"LAYER:sae"`` (the maps of its latents).
 
     Returns:
         FloatTensor ``[n, H, W]`` on the CPU: the component map (see :func:`component_maps`)
@@ -276,7 +290,7 @@ def activation_heatmaps(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), LayerCapture(model, [layer]) as capture:
+        with torch.inference_mode(), LayerCapture(model, [layer], saes=saes) as capture:
             model(images.to(device))
             capture.check()
             acts = capture.outputs[layer]

@@ -11,6 +11,11 @@ Layer names
     ``"name[j]"``     element j of a module output that is a tuple/list. Without ``[j]`` a
                       tuple output uses element 0 (e.g. ``nn.MultiheadAttention`` returns
                       ``(attn_output, attn_weights)``). Both suffixes combine: ``"name[j]@i"``.
+    ``"LAYER:sae"``   the latents of a sparse autoencoder on layer ``LAYER`` (any of the names
+                      above): ``LAYER``'s output encoded by ``saes[LAYER]`` (given to
+                      :func:`resolve_layers`, :class:`ModuleRecorder` and :class:`LayerCapture`
+                      as ``saes={"LAYER": sae}``; conv maps encoded at every position,
+                      ``[B, d, H, W] -> [B, n_latents, H, W]``), whose components are the latents.
 
 Components of a layer output (the axes :func:`pool_activations` reduces)
     ``[B, C, H, W]`` (conv maps, any rank >= 4: channels at dim 1) pooled over space,
@@ -20,10 +25,11 @@ Components of a layer output (the axes :func:`pool_activations` reduces)
 
 :func:`parse_layer` reads a name, :func:`resolve_layers` validates a list of names against a
 model (the one check every caller uses), :class:`ModuleRecorder` is the forward hook of one
-module and :class:`LayerCapture` records the selected outputs of several layers. A layer kind
-that is not a module output (e.g. a sparse autoencoder's latents on top of a layer) is a new
-case of :class:`LayerSpec` / :func:`parse_layer` plus a transform of the recorded output in
-:class:`ModuleRecorder`; nothing else needs to know.
+module and :class:`LayerCapture` records the selected outputs of several layers. A layer that
+is not a module output, the latents of a sparse autoencoder (``"LAYER:sae"``), is a case of
+:class:`LayerSpec` (``sae=True``, ``base="LAYER"``) whose recorded output the
+:class:`ModuleRecorder` encodes with the SAE; a kernel that needs more than the recorded output
+(relevance, CRP starts) reads ``spec.sae`` / ``spec.base``.
 
 Pure torch: no disk, no UI.
 """
@@ -41,6 +47,7 @@ __all__ = [
     "POOLINGS",
     "pool_activations",
     "LayerSpec",
+    "SAE_SUFFIX",
     "parse_layer",
     "resolve_layers",
     "check_layer_names",
@@ -110,25 +117,39 @@ def pool_activations(out: torch.Tensor, pooling: str = "max") -> torch.Tensor:
 _SPEC_RE = re.compile(r"^(?P<module>[^@\[\]]*)(?:\[(?P<element>\d+)\])?(?:@(?P<call>\d+))?$")
 
 
+#: the suffix of a layer whose components are the latents of a sparse autoencoder
+SAE_SUFFIX = ":sae"
+
+
 @dataclass(frozen=True)
 class LayerSpec:
-    """A parsed layer name: ``module[element]@call`` (element/call None when absent)."""
+    """A parsed layer name: ``module[element]@call`` (element/call None when absent), or with
+    ``sae=True`` the SAE latents ``"module[element]@call:sae"`` on top of that output."""
 
     name: str
     module: str
     element: int | None
     call: int | None
+    sae: bool = False
+
+    @property
+    def base(self) -> str:
+        """The name of the module output the layer reads (the name without ``:sae``)."""
+        return self.name[: -len(SAE_SUFFIX)] if self.sae else self.name
 
 
 def parse_layer(name: str) -> LayerSpec:
-    """Parse ``"module"``, ``"module@i"``, ``"module[j]"`` or ``"module[j]@i"``."""
+    """Parse ``"module"``, ``"module@i"``, ``"module[j]"`` or ``"module[j]@i"``, each optionally
+    followed by ``":sae"`` (the latents of a sparse autoencoder on that output)."""
     if not isinstance(name, str):
         raise TypeError(f"layer names must be str, got {name!r} ({type(name).__name__})")
-    match = _SPEC_RE.match(name)
+    sae = name.endswith(SAE_SUFFIX)
+    match = _SPEC_RE.match(name[: -len(SAE_SUFFIX)] if sae else name)
     if match is None:
         raise ValueError(
             f"cannot parse layer name {name!r}; accepted: 'module', 'module@i' (i-th call, "
-            "0-based), 'module[j]' (element j of a tuple output) or 'module[j]@i'"
+            "0-based), 'module[j]' (element j of a tuple output) or 'module[j]@i', each optionally "
+            "followed by ':sae' (the latents of a sparse autoencoder on that output)"
         )
     element = match.group("element")
     call = match.group("call")
@@ -137,6 +158,7 @@ def parse_layer(name: str) -> LayerSpec:
         module=match.group("module"),
         element=None if element is None else int(element),
         call=None if call is None else int(call),
+        sae=sae,
     )
 
 
@@ -157,17 +179,43 @@ def check_layer_names(layers: Any) -> list[str]:
     return layers
 
 
-def resolve_layers(model: nn.Module, layers: Any) -> dict[str, tuple[LayerSpec, nn.Module]]:
+def check_saes(saes: Any) -> dict[str, nn.Module]:
+    """``saes`` as a dict (None: empty): layer name -> a module that encodes that layer's
+    output (``semlens_widgets.SAE``)."""
+    if saes is None:
+        return {}
+    if not isinstance(saes, Mapping):
+        raise TypeError(f"saes must be a dict {{layer name: SAE}}, got {type(saes).__name__}")
+    for k, v in saes.items():
+        if not isinstance(k, str):
+            raise TypeError(f"saes keys must be layer names (str), got {k!r}")
+        if not isinstance(v, nn.Module) or not callable(getattr(v, "encode", None)):
+            raise TypeError(
+                f"saes[{k!r}] must be a semlens_widgets.SAE (wrap other sparse autoencoders with "
+                f"SAE(W_enc, b_enc, W_dec, b_dec, activation=..., k=...)), got {type(v).__name__}"
+            )
+    return dict(saes)
+
+
+def resolve_layers(model: nn.Module, layers: Any, saes: Mapping[str, nn.Module] | None = None
+                   ) -> dict[str, tuple[LayerSpec, nn.Module]]:
     """Validate layer names against ``model``: name -> (its :class:`LayerSpec`, its module).
 
     The one place where a layer name is checked: every caller (collection, crops, relevance,
     the Lens) goes through it, so that all of them accept and refuse the same names. An unknown
     module raises ValueError with close matches and examples of the model's module names.
+    ``"LAYER:sae"`` needs ``saes["LAYER"]`` (its module is LAYER's module).
     """
     modules = dict(model.named_modules())
+    saes = check_saes(saes)
     out: dict[str, tuple[LayerSpec, nn.Module]] = {}
     for name in check_layer_names(layers):
         spec = parse_layer(name)
+        if spec.sae and spec.base not in saes:
+            raise ValueError(
+                f"layer {name!r} is the latents of a sparse autoencoder on {spec.base!r}, but no SAE was "
+                f"given for {spec.base!r} (SAEs given for: {sorted(saes)}); pass saes={{{spec.base!r}: sae}}"
+            )
         if spec.module not in modules or spec.module == "":
             names = [n for n in modules if n]
             close = difflib.get_close_matches(spec.module, names, n=5, cutoff=0.5)
@@ -187,7 +235,7 @@ def require_whole_module(spec: LayerSpec, what: str = "relevance") -> str:
     CRP (zennit-crp) records and conditions on whole modules, so relevance, CRP crops started
     from a condition and attribution graphs need a module that is called once and returns a
     tensor: not ``"name@i"`` (one call of a reused module) nor ``"name[j]"`` (one element of a
-    tuple output).
+    tuple output). An SAE layer ``"LAYER:sae"`` needs it of ``LAYER`` (its relevance is read there).
     """
     if spec.call is not None or spec.element is not None:
         raise ValueError(
@@ -226,7 +274,8 @@ class ModuleRecorder:
 
     ``specs`` are the requested names on this module. Pooled activations of the current batch
     land in ``pooled[name] -> [B, C]``; validation of the call counts happens in
-    :meth:`check`, after the forward pass, when the total count is known.
+    :meth:`check`, after the forward pass, when the total count is known. An SAE layer
+    (``spec.sae``) records ``saes[spec.base](output)``, the latents, instead of the output.
     """
 
     def __init__(
@@ -236,11 +285,13 @@ class ModuleRecorder:
         pooling: str | None,
         pooled: dict[str, torch.Tensor] | None = None,
         retain_grad: bool = False,
+        saes: Mapping[str, nn.Module] | None = None,
     ):
         self.module_name = module_name
         self.specs = specs
         self.pooling = pooling  # None: keep the raw output
         self.retain_grad = retain_grad
+        self.saes = check_saes(saes)
         self.calls = 0
         self.pooled: dict[str, torch.Tensor] = {} if pooled is None else pooled
         self.shapes: dict[str, tuple] = {}
@@ -276,6 +327,8 @@ class ModuleRecorder:
                     f"layer {spec.name!r}: module {self.module_name!r} returns {describe_value(out)}; "
                     "expected a Tensor (or a tuple whose selected element is a Tensor)"
                 )
+            if spec.sae:
+                out = self._encode(spec, out)
             self.shapes[spec.name] = tuple(out.shape[1:])
             if self.pooling is None:
                 if self.retain_grad and out.requires_grad:
@@ -287,6 +340,19 @@ class ModuleRecorder:
                     self.pooled[spec.name] = out.detach().clone()
             else:
                 self.pooled[spec.name] = pool_activations(out, self.pooling)
+
+    def _encode(self, spec: LayerSpec, out: torch.Tensor) -> torch.Tensor:
+        """The SAE latents of ``out`` for layer ``spec`` (``"LAYER:sae"``)."""
+        sae = self.saes.get(spec.base)
+        if sae is None:
+            raise ValueError(f"layer {spec.name!r} needs saes[{spec.base!r}], which was not given")
+        try:
+            return sae(out)
+        except (ValueError, RuntimeError) as e:
+            raise ValueError(
+                f"layer {spec.name!r}: the SAE on {spec.base!r} cannot encode its output of shape "
+                f"{tuple(out.shape)} ({e})"
+            ) from e
 
     def check(self) -> None:
         if self.calls == 0:
@@ -328,6 +394,7 @@ class LayerCapture:
         layers: layer names (unknown names raise with close matches).
         outputs: dict to store the outputs in (default: a new dict).
         retain_grad: call ``retain_grad()`` on outputs that require grad.
+        saes: ``{"LAYER": sae}`` for SAE layers ``"LAYER:sae"`` (their output is the latents).
     """
 
     def __init__(
@@ -337,15 +404,16 @@ class LayerCapture:
         *,
         outputs: dict[str, torch.Tensor] | None = None,
         retain_grad: bool = False,
+        saes: Mapping[str, nn.Module] | None = None,
     ):
         self.model = model
-        self.resolved = resolve_layers(model, layers)
+        self.resolved = resolve_layers(model, layers, saes)
         self.outputs: dict[str, torch.Tensor] = {} if outputs is None else outputs
         by_module: dict[str, list[LayerSpec]] = {}
         for spec, _ in self.resolved.values():
             by_module.setdefault(spec.module, []).append(spec)
         self.recorders = {
-            name: ModuleRecorder(name, specs, None, pooled=self.outputs, retain_grad=retain_grad)
+            name: ModuleRecorder(name, specs, None, pooled=self.outputs, retain_grad=retain_grad, saes=saes)
             for name, specs in by_module.items()
         }
         self._handles: list = []

@@ -35,7 +35,7 @@ from crp.attribution import CondAttribution
 from semlens_widgets.results import AttributionGraph
 
 from .crops import component_mask  # the CRP mask_map shared with the crops
-from .hooks import model_device, require_whole_module, resolve_layers
+from .hooks import check_saes, model_device, require_whole_module, resolve_layers
 
 __all__ = [
     "NORMALIZATIONS",
@@ -72,10 +72,13 @@ def channel_relevance(rel: torch.Tensor) -> torch.Tensor:
     return rel.float().flatten(2).sum(-1)
 
 
-def _check_layers(model: torch.nn.Module, layers: list[str]) -> None:
-    """Known modules, named as whole module outputs (what CRP records)."""
-    for spec, _ in resolve_layers(model, layers).values():
+def _check_layers(model: torch.nn.Module, layers: list[str], saes=None) -> dict:
+    """Known modules, named as whole module outputs (what CRP records): layer -> its LayerSpec
+    (``spec.module`` is what CRP records; for an SAE layer ``"LAYER:sae"`` LAYER's module)."""
+    specs = {name: spec for name, (spec, _) in resolve_layers(model, layers, saes).items()}
+    for spec in specs.values():
         require_whole_module(spec)
+    return specs
 
 
 def check_normalize(normalize: str) -> None:
@@ -123,10 +126,14 @@ def _progress(it, total: int, desc: str, progress: bool):
     return tqdm(it, total=total, desc=desc, leave=False)
 
 
-def _relevance_from(attr, layer: str, composite) -> torch.Tensor:
+def _relevance_from(attr, layer: str, composite, sae=None) -> torch.Tensor:
+    """``[B, C]`` relevance of the components of ``layer`` (a recorded module; with ``sae``,
+    the SAE's latents on it: ``sae.latent_relevance`` shares the module's relevance)."""
     rel = attr.relevances[layer]
     if composite is None:  # plain gradient: make it activation * gradient
         rel = rel * attr.activations[layer]
+    if sae is not None:
+        rel = sae.latent_relevance(attr.activations[layer].to(rel.device), rel)
     return channel_relevance(rel).detach().cpu()
 
 
@@ -144,6 +151,7 @@ def component_relevance(
     batch_size: int = 32,
     device=None,
     progress: bool = False,
+    saes: dict[str, torch.nn.Module] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Relevance of every component for a class logit, per sample (paper: relevance of a
     component for a prediction, with CRP).
@@ -157,9 +165,13 @@ def component_relevance(
     targets: LongTensor [n], the class explained for each sample (may differ per sample).
     layers:  module names.
     normalize: "none" (raw LRP) or "abs" (per sample / sum_k |R_k|), see the module docstring.
+    saes:    ``{"LAYER": sae}`` for SAE layers ``"LAYER:sae"``: LAYER's relevance map is recorded
+             and shared among the latents by ``sae.latent_relevance`` (each latent gets the
+             relevance of its part of LAYER's output, ``z_j W_dec[j]``).
     Returns dict layer -> FloatTensor [n, C_l] on the CPU.
     """
-    _check_layers(model, layers)
+    specs = _check_layers(model, layers, saes)
+    saes = check_saes(saes)
     check_normalize(normalize)
     targets = torch.as_tensor(targets, dtype=torch.int64).reshape(-1)
     n = targets.shape[0]
@@ -172,9 +184,11 @@ def component_relevance(
             pos = torch.arange(s, min(n, s + batch_size))
             x = _get(inputs, pos).to(dev).requires_grad_(True)
             conds = [{"y": [int(t)]} for t in targets[pos]]
-            attr = attribution(x, conds, composite, record_layer=list(layers), mask_map=component_mask)
-            for l in layers:
-                chunks[l].append(_relevance_from(attr, l, composite))
+            record = list(dict.fromkeys(spec.module for spec in specs.values()))
+            attr = attribution(x, conds, composite, record_layer=record, mask_map=component_mask)
+            for l, spec in specs.items():
+                sae = saes[spec.base] if spec.sae else None
+                chunks[l].append(_relevance_from(attr, spec.module, composite, sae))
     out = {}
     for l in layers:
         R = torch.cat(chunks[l]) if n else torch.zeros(0, 0)
