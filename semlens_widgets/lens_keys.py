@@ -150,6 +150,11 @@ class AnalysisKeys:
         return Entry(f"semantics/relevance/{layer}/{over}/{target}",
                      self._fp_lrp("relevance", layer, target, over, max_samples))
 
+    def relevance_run(self, target: int, over: str, max_samples: int) -> Entry:
+        """The step lock of the pass behind :meth:`relevance` (one pass saves every CRP layer)."""
+        return Entry(f"semantics/relevance_run/{over}/{target}",
+                     self._fp_lrp("relevance_run", target, over, max_samples))
+
     def class_relevance(self, layer: str, over: str, max_per_class: int) -> Entry:
         return Entry(f"semantics/class_relevance/{layer}/{over}",
                      self._fp_lrp("class_relevance", layer, over, max_per_class))

@@ -46,7 +46,8 @@ from semlens_widgets.lens_layers import LayerSet
 from semlens_widgets.results import ComponentExamples, TopM
 from semlens_widgets.store import Store
 
-__all__ = ["CROP_MODES", "REL_THRESHOLD", "PipelineConfig", "Pipeline", "LrpSetup", "lrp_setup", "cached_in_chunks"]
+__all__ = ["CROP_MODES", "REL_THRESHOLD", "PipelineConfig", "Pipeline", "LrpSetup", "lrp_setup", "cached_in_chunks",
+           "step_lock"]
 
 CROP_MODES = ("crp", "activation", "full")
 REL_THRESHOLD = 0.01  # crop box: pixels with relevance >= 1% of the max
@@ -118,6 +119,14 @@ def cached_in_chunks(store: Store, entry: Entry, n: int, size: int, compute: Cal
     got = store.cached(entry.key, entry.fingerprint, run, meta=meta)
     store.drop_chunks(entry.key)
     return got
+
+
+def step_lock(store: Store, name: str) -> Any:
+    """The store's step lock ``name`` (:meth:`~semlens_widgets.store.Store.lock`) around a step
+    that loads, else computes and saves: a second process computing the same step waits (a
+    warning names the holder's pid), then re-loads what the first saved. Use it as
+    ``got = load(); if got is None: with step_lock(store, key): got = load() or compute + save``."""
+    return store.lock(name)
 
 
 def _sorted_batches(flat_idx: torch.Tensor, batch: int):
@@ -227,7 +236,7 @@ class Pipeline:
         a minute) and resumes from it after an interruption."""
         missing, samples = self._stored_collection()
         if missing or samples is None:
-            with self.store.lock("collect"):
+            with step_lock(self.store, "collect"):
                 missing, samples = self._stored_collection()  # another process may have collected
                 if missing or samples is None:
                     samples = self._collect_pass(missing or self.layers.names[:1])
@@ -401,17 +410,30 @@ class Pipeline:
         )
         self._keep_embed(layer, got)
 
-    def _embed_full(self) -> None:
-        """``crop="full"``: embed each distinct sample of all layers once, then gather."""
+    def _embed_missing(self, layers: list[str]) -> list[str]:
+        """Load the stored ``embed`` entries of ``layers``; return the layers without one."""
         todo = []
-        for layer in self.layers.names:
+        for layer in layers:
             got = self._load(self.keys.embed(layer))
             if got is None:
                 todo.append(layer)
             else:
                 self._keep_embed(layer, got)
-        if not todo:
+        return todo
+
+    def _embed_full(self) -> None:
+        """``crop="full"``: embed each distinct sample of all layers once, then gather (under the
+        step lock ``fullemb``: a second process waits and loads)."""
+        if not self._embed_missing(self.layers.names):
             return
+        with step_lock(self.store, "fullemb"):  # the prefix of keys.sample_embeddings
+            todo = self._embed_missing(self.layers.names)  # another process may have embedded them
+            if todo:
+                self._embed_full_of(todo)
+
+    def _embed_full_of(self, todo: list[str]) -> None:
+        """Embed the distinct samples of ``todo``'s concept examples (resumable chunks) and save
+        each layer's ``embed`` entry."""
         uniq = torch.unique(torch.cat([self._topm[layer].indices.reshape(-1) for layer in todo]))  # sorted
         _, h, w = self.data.input_shape
         full = torch.tensor([0, 0, w, h], dtype=torch.long)

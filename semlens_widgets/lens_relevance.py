@@ -17,6 +17,7 @@ from semlens_widgets.kernels import relevance as _relevance
 from semlens_widgets.lens_checks import check_over, is_int, nonnegative_int, positive_int
 from semlens_widgets.lens_keys import AnalysisKeys
 from semlens_widgets.lens_layers import LayerSet
+from semlens_widgets.lens_pipeline import step_lock
 from semlens_widgets.protocols import ModelSource
 from semlens_widgets.results import AttributionGraph
 from semlens_widgets.store import Store
@@ -97,13 +98,17 @@ class Attribution:
         got = self.store.load(entry.key, entry.fingerprint)
         if got is not None:
             return got
-        samples = self._samples_of(target, over, max_samples)
-        layers = self.layers.crp_layers()
-        R = self._component_relevance(samples, torch.full((samples.numel(),), target, dtype=torch.int64), layers)
-        for l in layers:
-            e = self.keys.relevance(l, target, over, max_samples)
-            self.store.save(e.key, {"samples": samples, "R": R[l]}, e.fingerprint,
-                            meta={"layer": l, "target": target, "over": over})
+        with step_lock(self.store, self.keys.relevance_run(target, over, max_samples).key):
+            got = self.store.load(entry.key, entry.fingerprint)  # another process may have computed it
+            if got is not None:
+                return got
+            samples = self._samples_of(target, over, max_samples)
+            layers = self.layers.crp_layers()
+            R = self._component_relevance(samples, torch.full((samples.numel(),), target, dtype=torch.int64), layers)
+            for l in layers:
+                e = self.keys.relevance(l, target, over, max_samples)
+                self.store.save(e.key, {"samples": samples, "R": R[l]}, e.fingerprint,
+                                meta={"layer": l, "target": target, "over": over})
         return {"samples": samples, "R": R[layer]}
 
     def relevance(self, target: Any, layer: str, *, over: str | None = None, max_samples: int = 256,
@@ -140,21 +145,33 @@ class Attribution:
         entry = self.keys.class_relevance(layer, over, max_per_class)
         got = self.store.load(entry.key, entry.fingerprint)
         if got is None:
-            classes_all = self._classes(over)
-            keep = _relevance.per_class_samples(classes_all, max_per_class)
-            classes = classes_all[keep]
             layers = self.layers.crp_layers()
-            R = self._per_class_pass(keep, classes, layers, over, max_per_class)
-            for l in layers:
-                mean_raw, counts = _relevance.class_mean_relevance(R[l], classes, K)
-                mean_abs, _ = _relevance.class_mean_relevance(_relevance.abs_normalize(R[l]), classes, K)
-                t = {"mean_raw": mean_raw, "mean_abs": mean_abs, "counts": counts}
-                e = self.keys.class_relevance(l, over, max_per_class)
-                self.store.save(e.key, t, e.fingerprint, meta={"layer": l, "over": over})
-                if l == layer:
-                    got = t
-            self.store.drop_chunks(self.keys.class_relevance_run(layers, over, max_per_class).key)
+            run = self.keys.class_relevance_run(layers, over, max_per_class)
+            with step_lock(self.store, run.key):
+                got = self.store.load(entry.key, entry.fingerprint)  # another process's
+                if got is None:
+                    got = self._class_relevance_pass(layer, layers, over, max_per_class, K)
+            self.store.drop_chunks(run.key)
         return (got["mean_abs"] if normalize == "abs" else got["mean_raw"]).clone()
+
+    def _class_relevance_pass(self, layer: str, layers: list[str], over: str, max_per_class: int,
+                              K: int) -> dict[str, torch.Tensor]:
+        """The per-class pass over every CRP layer: saves each layer's ``class_relevance`` entry,
+        returns ``layer``'s."""
+        classes_all = self._classes(over)
+        keep = _relevance.per_class_samples(classes_all, max_per_class)
+        classes = classes_all[keep]
+        R = self._per_class_pass(keep, classes, layers, over, max_per_class)
+        got = None
+        for l in layers:
+            mean_raw, counts = _relevance.class_mean_relevance(R[l], classes, K)
+            mean_abs, _ = _relevance.class_mean_relevance(_relevance.abs_normalize(R[l]), classes, K)
+            t = {"mean_raw": mean_raw, "mean_abs": mean_abs, "counts": counts}
+            e = self.keys.class_relevance(l, over, max_per_class)
+            self.store.save(e.key, t, e.fingerprint, meta={"layer": l, "over": over})
+            if l == layer:
+                got = t
+        return got
 
     def _per_class_pass(self, keep: torch.Tensor, classes: torch.Tensor, layers: list[str], over: str,
                         max_per_class: int) -> dict[str, torch.Tensor]:
@@ -205,19 +222,22 @@ class Attribution:
             return self._graphs[params]
         entry = self.keys.attribution_graph(*params)
         got = self.store.load(entry.key, entry.fingerprint)
+        if got is None:
+            with step_lock(self.store, entry.key):
+                got = self.store.load(entry.key, entry.fingerprint)  # another process may have built it
+                if got is None:
+                    labels = {l: labeler(l) for l in layers} if (concepts and labeler is not None) else None
+                    samples = self._samples_of(target, over, max_samples)
+                    src, names = self.source, self.source.class_names
+                    g = _relevance.build_attribution_graph(
+                        src.model, src.model_inputs(samples), target, layers, src.composite, labels=labels,
+                        top_k=top_k, target_name=names[target] if names else None,
+                        batch_size=self.batch_size, device=src.device, progress=self.progress,
+                    )
+                    tensors, meta = _graph_to_store(g)
+                    self.store.save(entry.key, tensors, entry.fingerprint, meta=meta)
         if got is not None:
             g = _graph_from_store(got, self.store.meta(entry.key)["meta"])
-        else:
-            labels = {l: labeler(l) for l in layers} if (concepts and labeler is not None) else None
-            samples = self._samples_of(target, over, max_samples)
-            src, names = self.source, self.source.class_names
-            g = _relevance.build_attribution_graph(
-                src.model, src.model_inputs(samples), target, layers, src.composite, labels=labels,
-                top_k=top_k, target_name=names[target] if names else None,
-                batch_size=self.batch_size, device=src.device, progress=self.progress,
-            )
-            tensors, meta = _graph_to_store(g)
-            self.store.save(entry.key, tensors, entry.fingerprint, meta=meta)
         self._graphs[params] = g
         return g
 
