@@ -151,10 +151,10 @@ def main() -> None:
         all_areas = {}
         for layer in layers:
             d_sorted, _, _ = load_maximization(fv.ActMax.PATH, layer)  # [N_kept, C]
-            d_sorted = torch.as_tensor(d_sorted[:m])
+            d_sorted = torch.as_tensor(d_sorted[:m].copy())
             # channels: the n_ch with the highest top-1 activation
             _, a_sorted, _ = load_maximization(fv.ActMax.PATH, layer)
-            channels = torch.as_tensor(a_sorted[0]).argsort(descending=True)[:n_ch].tolist()
+            channels = torch.as_tensor(a_sorted[0].copy()).argsort(descending=True)[:n_ch].tolist()
             d_idx = d_sorted[:, channels].long()  # [m, C]
             ours_t, theirs_t = [], []
             for _ in range(repeats):

@@ -478,8 +478,9 @@ def fast_rules(composite, model: nn.Module) -> Iterator[nn.Module]:
     backward through the module, which zennit computes and then replaces, is skipped (about a
     third of the backward work on EfficientNet-Lite0), and nothing is cloned per module.
 
-    Modules called with several inputs or keyword arguments, and rules other than zennit
-    ``Hook`` subclasses, fall back to zennit's own registration.
+    Rules other than zennit ``Hook`` subclasses, and modules whose ``forward`` is already
+    overridden on the instance, use zennit's own registration; a ruled module called with
+    several inputs or keyword arguments on the relevance path raises (a rule explains one input).
     """
     from zennit.core import Hook
 
@@ -499,9 +500,14 @@ def fast_rules(composite, model: nn.Module) -> Iterator[nn.Module]:
                 continue
             original = child.forward
 
-            def wrapped(*args, _orig=original, _hook=hook, _mod=child, **kwargs):
-                if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor) or not torch.is_grad_enabled():
+            def wrapped(*args, _orig=original, _hook=hook, _mod=child, _name=name, **kwargs):
+                if not torch.is_grad_enabled() or not any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
                     return _orig(*args, **kwargs)
+                if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor):
+                    raise RuntimeError(
+                        f"module {_name!r} ({type(_mod).__name__}) has the LRP rule {type(_hook).__name__} but is "
+                        "called with several inputs or keyword arguments; a rule explains one input"
+                    )
                 return _RuleFn.apply(args[0], _orig, _hook, _mod)
 
             child.forward = wrapped
