@@ -1,6 +1,10 @@
-"""The ``semlens`` console command.
+"""The ``semlens`` console command (also ``python -m semlens_widgets``).
 
     semlens demo [--store DIR] [--layers block3 block4] [--m 30] [--n-per-class 250] [--no-eval]
+    semlens run --model MODULE:CALLABLE --dataset MODULE:CALLABLE --fm NAME[@PRETRAINED]
+                --layers a,b [--m 30] [--crop crp] --store DIR [--device cuda] [--demo] ...
+    torchrun --nproc_per_node=N -m semlens_widgets run ...      (the same store as one process)
+    semlens report --store DIR --out report.html [--layer L] [--query TEXT ...]
     semlens info STORE
     semlens --version
 
@@ -10,6 +14,13 @@
 semantic map, and prints a summary with the time of every stage and, unless ``--no-eval``, the
 quality figures of :func:`semlens_widgets.demo.evaluate` (label accuracy, search precision@5,
 shortcut audit). Results go to the store directory; a second run loads them in seconds.
+
+``semlens run`` is a real run: the model, the dataset and the foundation model are named
+(``MODULE:CALLABLE`` callables, an open_clip ``NAME[@PRETRAINED]``), built, checked, and the
+Lens's collect + crop + embed steps run into the store, which records how to rebuild the run
+(:mod:`semlens_widgets.lens_open`). Under ``torchrun`` every process joins the process group and
+the work is shared (:mod:`semlens_widgets.distributed`); rank 0 writes the store. ``semlens
+report`` and ``slw.Lens.from_store(DIR)`` reopen the store.
 
 ``semlens info STORE`` lists what a store directory holds.
 """
@@ -21,7 +32,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 __all__ = ["main", "build_parser"]
 
@@ -42,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ap = argparse.ArgumentParser(prog="semlens", description="SemanticLens for vision models, in Jupyter widgets.")
     ap.add_argument("--version", action="version", version=f"semlens_widgets {__version__}")
-    sub = ap.add_subparsers(dest="command", metavar="{demo,info}")
+    sub = ap.add_subparsers(dest="command", metavar="{demo,run,report,info}")
     sub.required = True
 
     d = sub.add_parser(
@@ -68,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="cpu", help="torch device (default cpu)")
     d.add_argument("--overwrite", action="store_true", help="wipe the store first (recompute everything)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    _add_run_parser(sub)
+    _add_report_parser(sub)
 
     i = sub.add_parser("info", help="list what a store directory holds",
                        description="List the entries of a semlens store directory.")
@@ -220,6 +234,257 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- semlens run
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def _layer_list(text: str) -> list[str]:
+    layers = [l.strip() for l in text.split(",")]
+    if not text.strip() or any(not l for l in layers):
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer names (e.g. layer3,layer4), got {text!r}")
+    return layers
+
+
+def _add_run_parser(sub) -> None:
+    r = sub.add_parser(
+        "run",
+        help="run SemanticLens on a model and dataset named on the command line (torchrun: many processes)",
+        description="Build the model (--model MODULE:CALLABLE, called with no arguments, returns a "
+        "torch.nn.Module), the dataset (--dataset MODULE:CALLABLE, returns a map-style dataset) and the "
+        "foundation model (--fm NAME[@PRETRAINED], an open_clip config with a pretrained tag or a local "
+        "weights file), then collect + crop + embed every layer into the store. The store records how to "
+        "rebuild the run: `semlens report --store DIR` and slw.Lens.from_store(DIR) reopen it. Under "
+        "torchrun (torchrun --nproc_per_node=N -m semlens_widgets run ...) the processes share the work "
+        "and rank 0 writes the same store as one process would.",
+    )
+    what = r.add_argument_group("what to analyse")
+    what.add_argument("--model", metavar="MODULE:CALLABLE", help="callable returning the model (nn.Module), "
+                      "e.g. torchvision.models:resnet50 or mymodels:build (modules are found from --app-dir)")
+    what.add_argument("--dataset", metavar="MODULE:CALLABLE",
+                      help="callable returning a map-style dataset of (image [C,H,W], label) items")
+    what.add_argument("--fm", metavar="NAME[@PRETRAINED]",
+                      help="open_clip foundation model: config name, optionally @ a pretrained tag or a weights "
+                           "file (ViT-B-32@laion2b_s34b_b79k, ViT-B-32@/data/clip.safetensors); or MODULE:CALLABLE "
+                           "returning a semlens_widgets.FoundationModel")
+    what.add_argument("--demo", action="store_true",
+                      help="the demo world that ships with the package (its classifier, test split and CLIP) "
+                           "instead of --model/--dataset/--fm")
+    what.add_argument("--n-per-class", type=_positive_int, default=None,
+                      help="with --demo: images per class (default: the full test split, 250)")
+    what.add_argument("--layers", type=_layer_list, default=None, metavar="A,B",
+                      help="comma-separated layer names (model.named_modules() names; with --demo default "
+                           "block3,block4)")
+    what.add_argument("--display-transform", metavar="MODULE:CALLABLE", default=None,
+                      help="model inputs -> images in [0, 1] for crops, e.g. "
+                           "semlens_widgets.lens:imagenet_unnormalize for ImageNet-normalised datasets")
+    what.add_argument("--class-names", metavar="FILE|MODULE:ATTR", default=None,
+                      help="names of the model's outputs: a text file (one per line) or a list / callable; "
+                           "default: the dataset's .classes when it has them")
+    what.add_argument("--vocabulary", metavar="FILE|MODULE:ATTR", default=None,
+                      help="concepts to label components with (kept in the store; the report uses them)")
+    how = r.add_argument_group("settings")
+    how.add_argument("--m", type=_positive_int, default=30, help="concept examples per component (default 30)")
+    how.add_argument("--crop", choices=["crp", "activation", "full"], default="crp", help="crop mode (default crp)")
+    how.add_argument("--pooling", default="max", help="pooling of a component's map (default max)")
+    how.add_argument("--store", required=True, metavar="DIR", help="store directory (results and the run record)")
+    how.add_argument("--device", default="auto",
+                     help="torch device: auto (cuda when available), cpu, cuda (under torchrun: cuda:LOCAL_RANK)")
+    how.add_argument("--batch-size", type=_positive_int, default=None,
+                     help="images per batch (default: chosen for the device, 64 on CPUs)")
+    how.add_argument("--num-workers", type=_nonnegative_int, default=None,
+                     help="DataLoader workers of the collection pass (default: 0 on CPUs, up to 8 per GPU)")
+    how.add_argument("--chunk-size", type=_positive_int, default=64,
+                     help="components per resumable chunk of the crop and embedding steps (default 64)")
+    how.add_argument("--checkpoint-every", type=_positive_int, default=None,
+                     help="batches between checkpoints of the collection pass (default: about one a minute)")
+    how.add_argument("--class-relevance", action="store_true",
+                     help="also compute the relevance of every component for every class (top classes), "
+                          "shared among the processes under torchrun")
+    how.add_argument("--app-dir", default=".", help="directory put on sys.path for MODULE imports (default .)")
+    how.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads per process")
+    how.add_argument("--overwrite", action="store_true", help="wipe the store first (recompute everything)")
+    how.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_report_parser(sub) -> None:
+    p = sub.add_parser(
+        "report", help="write the standalone HTML report of a store made by `semlens run`",
+        description="Reopen the Lens of a store made by `semlens run` (its run record names the model, "
+        "dataset and foundation model) and write the standalone HTML report.",
+    )
+    p.add_argument("--store", required=True, metavar="DIR", help="store directory of `semlens run`")
+    p.add_argument("--out", required=True, metavar="FILE", help="the HTML file to write")
+    p.add_argument("--layer", default=None, help="layer of the map and audit (default: the last)")
+    p.add_argument("--query", action="append", default=None, metavar="TEXT",
+                   help="a search query to show (repeat for several)")
+    p.add_argument("--title", default="SemanticLens report", help="page title")
+    p.add_argument("--device", default="cpu", help="torch device for what the report computes (default cpu)")
+    p.add_argument("--recompute", action="store_true",
+                   help="finish an unfinished run / recompute what no longer matches instead of refusing")
+    p.add_argument("--app-dir", default=None, help="directory put on sys.path for MODULE imports "
+                   "(default: the one the run recorded)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _error(command: str, msg: Any) -> int:
+    print(f"semlens {command}: {msg}", file=sys.stderr, flush=True)
+    return 2
+
+
+def _auto_workers(device) -> int:
+    """DataLoader workers when none are given: 0 on CPUs (workers would compete with the model for
+    the cores), else up to 8 per process on the node's cores."""
+    import os
+
+    if device.type != "cuda":
+        return 0
+    per_node = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(8, (os.cpu_count() or 2) // per_node - 1))
+
+
+def run_run(args: argparse.Namespace) -> int:
+    """``semlens run``: see the module docstring."""
+    import os
+
+    from semlens_widgets.lens_open import RunSpec, RunSpecError, read_names
+
+    app_dir = os.path.abspath(args.app_dir)
+    if not os.path.isdir(app_dir):
+        return _error("run", f"--app-dir {args.app_dir!r} is not a directory")
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+    layers = args.layers
+    if layers is None and args.demo:
+        from semlens_widgets.demo import DEMO_LAYERS
+
+        layers = list(DEMO_LAYERS)
+    if layers is None:
+        return _error("run", "missing --layers: comma-separated layer names to analyse (e.g. --layers layer3,layer4)")
+    if args.n_per_class is not None and not args.demo:
+        return _error("run", "--n-per-class applies to --demo only")
+    try:
+        spec = RunSpec(
+            layers=layers, m=args.m, crop=args.crop, pooling=args.pooling, model=args.model, dataset=args.dataset,
+            fm=args.fm, demo={"n_per_class": args.n_per_class, "split": "test"} if args.demo else None,
+            display_transform=args.display_transform,
+            class_names=None if args.class_names is None else read_names(args.class_names, "--class-names"),
+            vocabulary=None if args.vocabulary is None else read_names(args.vocabulary, "--vocabulary"),
+            batch_size=args.batch_size, num_workers=args.num_workers or 0, chunk_size=args.chunk_size,
+            app_dir=app_dir,
+        ).check()
+    except RunSpecError as e:
+        return _error("run", e)
+
+    import torch
+
+    from semlens_widgets import distributed
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        created, device = distributed.init_from_env(args.device)
+    except (RuntimeError, ValueError) as e:
+        return _error("run", f"--device {args.device!r}: {e}")
+    try:
+        return _run_lens(args, spec, device)
+    finally:
+        if created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _run_lens(args: argparse.Namespace, spec, device) -> int:
+    from semlens_widgets import distributed
+    from semlens_widgets.lens import Lens, StoreError
+    from semlens_widgets.lens_open import RUN_RECORD, RunSpecError
+
+    rank0 = distributed.is_writer()
+    say = _print if rank0 else (lambda msg="": None)
+    timer = _Timer()
+    workers = args.num_workers if args.num_workers is not None else _auto_workers(device)
+    with timer.stage("build model, data, fm"):
+        try:
+            built = spec.build(device)
+        except RunSpecError as e:
+            return _error("run", e)
+    try:
+        with timer.stage("lens setup"):
+            lens = Lens(built.model, built.dataset, built.fm, spec.layers, m=spec.m, crop=spec.crop, store=args.store,
+                        device=device, pooling=spec.pooling, batch_size=spec.batch_size, num_workers=workers,
+                        chunk_size=spec.chunk_size, class_names=built.class_names,
+                        display_transform=built.display_transform, progress=not args.quiet and rank0,
+                        overwrite=args.overwrite, checkpoint_every=args.checkpoint_every)
+    except (ValueError, TypeError, StoreError) as e:
+        return _error("run", e)
+    spec.batch_size, spec.num_workers = lens.batch_size, workers
+    if rank0:  # before the long work: an interrupted run can be resumed and reopened
+        lens.store.set_info(RUN_RECORD, spec.to_record())
+    world = distributed.world_size()
+    say(f"semlens run: {len(built.dataset):,} samples, layers {spec.layers}, m={spec.m}, crop={spec.crop}, "
+        f"device {device}, batch {lens.batch_size}, {world} process{'es' if world > 1 else ''}; store {args.store}")
+    with timer.stage("run (collect + crop + embed)"):
+        lens.run(on_step=lambda step, layer, seconds: timer.add(step, seconds))
+    if args.class_relevance:
+        if lens.num_classes is None:
+            return _error("run", "--class-relevance: the model has no class outputs ([B, K] logits)")
+        with timer.stage("class relevance"), distributed.sharded():
+            for layer in lens.pipeline.layers.crp_layers():
+                lens.class_relevance(layer)
+    distributed.barrier()
+    say()
+    for layer in spec.layers:
+        say(f"  {layer}: {lens.num_components(layer):,} components")
+    say("timings (s):")
+    for stage in timer.order:
+        if stage in ("collect", "crops", "embed"):
+            continue
+        say(f"  {stage:<40} {timer.seconds[stage]:7.1f}")
+        if stage.startswith("run"):
+            for sub in ("collect", "crops", "embed"):
+                if sub in timer.seconds:
+                    say(f"    {sub:<38} {timer.seconds[sub]:7.1f}")
+    root = lens.store.root
+    where = str(Path(root).resolve()) if root is not None else args.store
+    say(f"results stored in {where}; reopen with slw.Lens.from_store({where!r}) or "
+        f"`semlens report --store {where} --out report.html`")
+    return 0
+
+
+# ---------------------------------------------------------------------------- semlens report
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """``semlens report``: reopen a store of ``semlens run`` and write its HTML report."""
+    import os
+
+    from semlens_widgets.lens import Lens, StoreError
+    from semlens_widgets.lens_open import RunSpecError
+
+    if args.app_dir is not None:
+        sys.path.insert(0, os.path.abspath(args.app_dir))
+    try:
+        lens = Lens.from_store(args.store, device=args.device, recompute=args.recompute, progress=not args.quiet)
+    except (StoreError, RunSpecError) as e:
+        return _error("report", e)
+    try:
+        path = lens.report(args.out, queries=args.query, layer=args.layer, title=args.title,
+                           progress=not args.quiet)
+    except ValueError as e:
+        return _error("report", e)
+    _print(f"report written to {Path(path).resolve()}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``semlens`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -227,6 +492,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(args)
     if args.command == "info":
         return run_info(args)
+    if args.command == "run":
+        return run_run(args)
+    if args.command == "report":
+        return run_report(args)
     raise AssertionError(args.command)  # pragma: no cover - argparse enforces the choices
 
 

@@ -45,6 +45,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from semlens_widgets import distributed
 from semlens_widgets.kernels.hooks import POOLINGS
 from semlens_widgets.lens_checks import is_int
 from semlens_widgets.lens_data import DataView
@@ -95,8 +96,10 @@ def _open_store(store: Any, model: nn.Module, model_fp: str, dataset_fp: str, ov
         "model_fingerprint": model_fp,
         "dataset_fingerprint": dataset_fp,
     }
+    writer = distributed.is_writer()  # in a process group only rank 0 writes (the others read)
     if overwrite:
-        store.clear()
+        if writer:
+            store.clear()
     elif info is not None and info.get("model_signature") != signature:
         where = "the in-memory store" if store.root is None else f"store {str(store.root)!r}"
         raise StoreError(
@@ -104,7 +107,7 @@ def _open_store(store: Any, model: nn.Module, model_fp: str, dataset_fp: str, ov
             f"architecture) than this {current['model_class']}; pass another directory as "
             f"store=..., or overwrite=True to delete its contents"
         )
-    if info != current:
+    if info != current and writer:
         store.set_info("lens", current)
     return store
 
@@ -132,7 +135,9 @@ class Lens:
         device: where the model runs; default: where its parameters are (cpu if none).
         pooling: ``"max"``, ``"mean"``, ``"absmax"``, ``"absmean"`` or ``"cls"`` (tokens).
         batch_size, num_workers: DataLoader settings of the collection pass; batch_size is also
-            the batch of the crop and embedding steps.
+            the batch of the crop and embedding steps. ``batch_size=None``: chosen for the device
+            (64 on CPUs; on CUDA from a probe of the model's memory per sample, see
+            :func:`semlens_widgets.lens_device.default_batch_size`).
         class_names: optional names of the output classes.
         display_transform: ``[n, C, H, W]`` model inputs -> ``[n, 3, H, W]`` images in [0, 1]
             (same H, W); default: identity + clamp. Use :func:`imagenet_unnormalize` for
@@ -171,7 +176,7 @@ class Lens:
         device: str | torch.device | None = None,
         *,
         pooling: str = "max",
-        batch_size: int = 64,
+        batch_size: int | None = None,
         num_workers: int = 0,
         class_names: Sequence[str] | None = None,
         display_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -197,7 +202,9 @@ class Lens:
             raise ValueError(f"unknown pooling {pooling!r}; accepted: {list(POOLINGS)}")
         if not is_int(m) or m < 1:
             raise ValueError(f"m must be an int >= 1 (concept examples per component), got {m!r}")
-        for name, v, lo in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0), ("chunk_size", chunk_size, 1)):
+        if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
+            raise ValueError(f"batch_size must be None (chosen for the device) or an int >= 1, got {batch_size!r}")
+        for name, v, lo in (("num_workers", num_workers, 0), ("chunk_size", chunk_size, 1)):
             if not is_int(v) or v < lo:
                 raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
         if checkpoint_every is not None and (not is_int(checkpoint_every) or checkpoint_every < 1):
@@ -220,6 +227,10 @@ class Lens:
         model = model.to(device).eval()
         layer_set.to(device)
         lrp = lrp_setup(model, crop)
+        if batch_size is None:
+            from semlens_widgets.lens_device import default_batch_size
+
+            batch_size = default_batch_size(model, data.input_shape, device)
         self.fm = fm
         self.config = PipelineConfig(m=int(m), crop_mode=crop, pooling=pooling, batch_size=int(batch_size),
                                      num_workers=int(num_workers), chunk_size=int(chunk_size),
@@ -236,6 +247,21 @@ class Lens:
         self.attribution = Attribution(self.pipeline, self.store, keys, layer_set, batch_size=self.config.batch_size,
                                        chunk=self.config.chunk_size * self.config.m, progress=self.config.progress)
         self.semantics = SemanticIndex(self.pipeline, fm, self.store, keys, layer_set, self.attribution)
+
+    @classmethod
+    def from_store(cls, store: str | os.PathLike, *, device: str | torch.device | None = None,
+                   recompute: bool = False, progress: bool = True, batch_size: int | None = None,
+                   num_workers: int | None = None) -> "Lens":
+        """Reopen the Lens of a store made by ``semlens run`` (or ``torchrun ... -m semlens_widgets
+        run``), with its results loaded: the store's run record names the model, dataset and
+        foundation model, which are rebuilt and checked against the results (see
+        :func:`semlens_widgets.lens_open.open_lens`). ``recompute=False``: an unfinished run or
+        a model / dataset that no longer matches raises :class:`StoreError` instead of computing;
+        ``device`` defaults to cuda when available."""
+        from semlens_widgets.lens_open import open_lens
+
+        return open_lens(store, device=device, recompute=recompute, progress=progress, batch_size=batch_size,
+                         num_workers=num_workers)
 
     # ====================================================================== attributes
     @property

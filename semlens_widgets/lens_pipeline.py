@@ -31,6 +31,7 @@ Where the work to come plugs in (one place each):
 """
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from semlens_widgets import distributed
 from semlens_widgets.lens_checks import is_int
 from semlens_widgets.lens_data import DataView
 from semlens_widgets.lens_keys import Entry, PipelineKeys
@@ -110,14 +112,19 @@ def cached_in_chunks(store: Store, entry: Entry, n: int, size: int, compute: Cal
                      meta: dict | None = None) -> dict[str, torch.Tensor]:
     """The tensors of ``entry``: loaded, or computed in resumable chunks of ``size`` of ``n``
     items (``compute(a, b)``, checkpointed under ``entry.key/chunk<a>-<b>``), assembled into the
-    final entry (``assemble(parts)``), saved, and the checkpoints dropped."""
+    final entry (``assemble(parts)``), saved, and the checkpoints dropped.
+
+    Inside a sharded run (:func:`semlens_widgets.distributed.sharded` with a process group) the
+    chunks are dealt out to the ranks and rank 0 alone writes (:func:`~semlens_widgets.distributed.chunked`);
+    every rank returns the same tensors."""
 
     def run() -> dict[str, torch.Tensor]:
-        parts = store.chunked(entry.key, entry.fingerprint, n, size, compute, desc=desc, progress=progress)
+        parts = distributed.chunked(store, entry.key, entry.fingerprint, n, size, compute, desc=desc,
+                                    progress=progress)
         return assemble(parts)
 
-    got = store.cached(entry.key, entry.fingerprint, run, meta=meta)
-    store.drop_chunks(entry.key)
+    got = distributed.cached(store, entry.key, entry.fingerprint, run, meta=meta)
+    distributed.drop_chunks(store, entry.key)
     return got
 
 
@@ -125,8 +132,12 @@ def step_lock(store: Store, name: str) -> Any:
     """The store's step lock ``name`` (:meth:`~semlens_widgets.store.Store.lock`) around a step
     that loads, else computes and saves: a second process computing the same step waits (a
     warning names the holder's pid), then re-loads what the first saved. Use it as
-    ``got = load(); if got is None: with step_lock(store, key): got = load() or compute + save``."""
-    return store.lock(name)
+    ``got = load(); if got is None: with step_lock(store, key): got = load() or compute + save``.
+    In a sharded run only the writer (rank 0) takes it: the other ranks wait in the collectives
+    (outside one, every process locks as usual)."""
+    if not distributed.active() or distributed.is_writer():
+        return store.lock(name)
+    return contextlib.nullcontext()
 
 
 def _sorted_batches(flat_idx: torch.Tensor, batch: int):
@@ -198,20 +209,22 @@ class Pipeline:
             if on_step is not None:
                 on_step(name, layer, time.perf_counter() - t)
 
-        bars = not self.config.progress or len(self.layers) < 2
-        step("collect", None, self._collect)
-        for layer in tqdm(self.layers.names, desc="crops", disable=bars, unit="layer"):
-            step("crops", layer, self._run_boxes, layer)
-        if self.config.crop_mode == "full":
-            step("embed", None, self._embed_full)
-        else:
-            for layer in tqdm(self.layers.names, desc="embeddings", disable=bars, unit="layer"):
-                step("embed", layer, self._embed, layer)
+        bars = not self.config.progress or len(self.layers) < 2 or not distributed.is_writer()
+        with distributed.sharded():  # in a process group: every rank runs these steps, sharing the work
+            distributed.check_same(self.keys.lens, "lens fingerprint (model, data, layers, settings, fm)")
+            step("collect", None, self._collect)
+            for layer in tqdm(self.layers.names, desc="crops", disable=bars, unit="layer"):
+                step("crops", layer, self._run_boxes, layer)
+            if self.config.crop_mode == "full":
+                step("embed", None, self._embed_full)
+            else:
+                for layer in tqdm(self.layers.names, desc="embeddings", disable=bars, unit="layer"):
+                    step("embed", layer, self._embed, layer)
         self.ran = True
 
     def _load(self, entry: Entry) -> dict[str, torch.Tensor] | None:
-        """The one place stored results are read back."""
-        return self.store.load(entry.key, entry.fingerprint)
+        """The one place stored results are read back (in a sharded run: by rank 0, sent to all)."""
+        return distributed.load(self.store, entry.key, entry.fingerprint)
 
     # ---------------------------------------------------------------- step 1: collection
     def _stored_collection(self) -> tuple[list[str], dict | None]:
@@ -224,7 +237,7 @@ class Pipeline:
             if got is None:
                 missing.append(layer)
             else:
-                meta = self.store.meta(entry.key)["meta"]
+                meta = distributed.meta(self.store, entry.key)["meta"]
                 self._topm[layer] = TopM(got["indices"], got["values"], int(meta["m"]), int(meta["n_seen"]))
         return missing, self._load(self.keys.samples())
 
@@ -243,7 +256,7 @@ class Pipeline:
         else:
             self._drop_stale_checkpoint()
         samples_entry = self.keys.samples()
-        meta = self.store.meta(samples_entry.key)["meta"]
+        meta = distributed.meta(self.store, samples_entry.key)["meta"]
         self._samples = {
             "labels": samples.get("labels"),
             "predictions": samples.get("predictions"),
@@ -268,16 +281,19 @@ class Pipeline:
             tensors, meta = running.state_dict()
             self.store.save(ck.key, tensors, ck.fingerprint, meta=meta)
 
-        res = collect_topm(
-            self.model, self.data.dataset, layers, cfg.m, pooling=cfg.pooling, batch_size=cfg.batch_size,
-            num_workers=cfg.num_workers, device=self.device, progress=cfg.progress, state=state,
-            checkpoint=None if self.store.in_memory else checkpoint, checkpoint_every=cfg.checkpoint_every,
-            check_labels=True, saes=self.layers.saes,
-        )
+        if distributed.active():
+            res = self._collect_sharded(layers, state, None if self.store.in_memory else checkpoint)
+        else:
+            res = collect_topm(
+                self.model, self.data.dataset, layers, cfg.m, pooling=cfg.pooling, batch_size=cfg.batch_size,
+                num_workers=cfg.num_workers, device=self.device, progress=cfg.progress, state=state,
+                checkpoint=None if self.store.in_memory else checkpoint, checkpoint_every=cfg.checkpoint_every,
+                check_labels=True, saes=self.layers.saes,
+            )
         for layer, topm in res.topm.items():
             entry = self.keys.collect(layer)
-            self.store.save(
-                entry.key, {"indices": topm.indices.long(), "values": topm.values.float()}, entry.fingerprint,
+            distributed.save(
+                self.store, entry.key, {"indices": topm.indices.long(), "values": topm.values.float()}, entry.fingerprint,
                 meta={"m": topm.m, "n_seen": topm.n_seen, "shape": list(res.shapes.get(layer, ())),
                       "pooling": cfg.pooling},
             )
@@ -288,14 +304,42 @@ class Pipeline:
         if res.predictions is not None:
             samples["predictions"] = res.predictions.long().cpu()
         entry = self.keys.samples()
-        self.store.save(entry.key, samples, entry.fingerprint,
-                        meta={"n_samples": res.n_samples, "num_classes": res.num_classes})
-        self.store.delete(ck.key)
+        distributed.save(self.store, entry.key, samples, entry.fingerprint,
+                         meta={"n_samples": res.n_samples, "num_classes": res.num_classes})
+        if distributed.is_writer():
+            self.store.delete(ck.key)
         return samples
+
+    def _collect_sharded(self, layers: list[str], state: Any, checkpoint: Callable | None):
+        """The collection pass of ``layers`` shared by the ranks of a process group
+        (:func:`semlens_widgets.distributed.collect_sharded`): each rank collects blocks of
+        whole batches of the one-process pass with ``collect_topm(indices=..., keep_state=True)``,
+        the ranks' states are merged exactly after every round (rank 0 saves the merged state as
+        the checkpoint). Returns the ``CollectResult`` of the whole pass (every rank)."""
+        from semlens_widgets.kernels.collect import RunningTopM, collect_topm
+
+        cfg = self.config
+        n = len(self.data)
+
+        def collect(indices: list[int], local: RunningTopM) -> RunningTopM:
+            return collect_topm(
+                self.model, self.data.dataset, layers, cfg.m, pooling=cfg.pooling, batch_size=cfg.batch_size,
+                num_workers=cfg.num_workers, device=self.device, progress=False, indices=indices, state=local,
+                check_labels=True, saes=self.layers.saes, keep_state=True,
+            )
+
+        merged = distributed.collect_sharded(
+            collect, lambda: RunningTopM(layers, cfg.m, n, self.device), n_total=n, batch_size=cfg.batch_size,
+            state=state, checkpoint=checkpoint, checkpoint_every=cfg.checkpoint_every, progress=cfg.progress,
+            device=self.device,
+        )
+        return merged.result()
 
     def _drop_stale_checkpoint(self) -> None:
         """Delete the checkpoint of a pass whose final entries are all stored (a run killed after
         saving them, before it dropped the checkpoint); a checkpoint of another pass is kept."""
+        if not distributed.is_writer():
+            return
         key = self.keys.collect_checkpoint((), 0).key
         rec = self.store.meta(key)
         layers = (rec or {}).get("meta", {}).get("layers")
@@ -313,7 +357,7 @@ class Pipeline:
         if got is None:
             return None
         try:
-            state = RunningTopM.from_state(got, self.store.meta(ck.key)["meta"], self.device)
+            state = RunningTopM.from_state(got, distributed.meta(self.store, ck.key)["meta"], self.device)
         except ValueError as e:
             warnings.warn(f"collection: ignoring an unreadable checkpoint ({e}); starting afresh", stacklevel=5)
             return None
@@ -329,8 +373,8 @@ class Pipeline:
         if self.config.crop_mode == "full":
             _, h, w = self.data.input_shape
             full = torch.tensor([0, 0, w, h], dtype=torch.long).expand(C, me, 4).clone()
-            got = self.store.cached(entry.key, entry.fingerprint, lambda: {"boxes": full},
-                                    meta={"crop_mode": self.config.crop_mode})
+            got = distributed.cached(self.store, entry.key, entry.fingerprint, lambda: {"boxes": full},
+                                     meta={"crop_mode": self.config.crop_mode})
         else:
             got = cached_in_chunks(
                 self.store, entry, C, self.config.chunk_size,
@@ -444,16 +488,16 @@ class Pipeline:
             return {"E": self._embed_crops(part, full.expand(part.numel(), 4))}
 
         size = self.config.chunk_size * max(self.config.m, 1)
-        parts = self.store.chunked(chunks.key, chunks.fingerprint, uniq.numel(), size, compute,
-                                   desc="embed samples", progress=self.config.progress)
+        parts = distributed.chunked(self.store, chunks.key, chunks.fingerprint, uniq.numel(), size, compute,
+                                    desc="embed samples", progress=self.config.progress)
         E = torch.cat([p["E"] for p in parts])  # [U, d] float16
         for layer in todo:
             idx = self._topm[layer].indices
             got = self._with_theta(E[torch.searchsorted(uniq, idx.reshape(-1))].view(*idx.shape, -1))
             entry = self.keys.embed(layer)
-            self.store.save(entry.key, got, entry.fingerprint, meta=self._embed_meta())
+            distributed.save(self.store, entry.key, got, entry.fingerprint, meta=self._embed_meta())
             self._keep_embed(layer, got)
-        self.store.drop_chunks(chunks.key)
+        distributed.drop_chunks(self.store, chunks.key)
 
     # ====================================================================== results
     def require_run(self) -> None:

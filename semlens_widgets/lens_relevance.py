@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from semlens_widgets import distributed
 from semlens_widgets.kernels import relevance as _relevance
 from semlens_widgets.lens_checks import check_over, is_int, nonnegative_int, positive_int
 from semlens_widgets.lens_keys import AnalysisKeys
@@ -143,15 +144,15 @@ class Attribution:
         if K is None:
             raise ValueError("this model has no class outputs ([B, K] logits): no class relevance")
         entry = self.keys.class_relevance(layer, over, max_per_class)
-        got = self.store.load(entry.key, entry.fingerprint)
+        got = distributed.load(self.store, entry.key, entry.fingerprint)  # sharded: rank 0 reads for all
         if got is None:
             layers = self.layers.crp_layers()
             run = self.keys.class_relevance_run(layers, over, max_per_class)
             with step_lock(self.store, run.key):
-                got = self.store.load(entry.key, entry.fingerprint)  # another process's
+                got = distributed.load(self.store, entry.key, entry.fingerprint)  # another process's
                 if got is None:
                     got = self._class_relevance_pass(layer, layers, over, max_per_class, K)
-            self.store.drop_chunks(run.key)
+            distributed.drop_chunks(self.store, run.key)
         return (got["mean_abs"] if normalize == "abs" else got["mean_raw"]).clone()
 
     def _class_relevance_pass(self, layer: str, layers: list[str], over: str, max_per_class: int,
@@ -168,7 +169,7 @@ class Attribution:
             mean_abs, _ = _relevance.class_mean_relevance(_relevance.abs_normalize(R[l]), classes, K)
             t = {"mean_raw": mean_raw, "mean_abs": mean_abs, "counts": counts}
             e = self.keys.class_relevance(l, over, max_per_class)
-            self.store.save(e.key, t, e.fingerprint, meta={"layer": l, "over": over})
+            distributed.save(self.store, e.key, t, e.fingerprint, meta={"layer": l, "over": over})
             if l == layer:
                 got = t
         return got
@@ -177,14 +178,15 @@ class Attribution:
                         max_per_class: int) -> dict[str, torch.Tensor]:
         """Per-sample CRP relevance ``{layer: [n, C]}`` of samples ``keep`` for ``classes``, in
         resumable chunks: an interrupted pass keeps its finished chunks in the store and the
-        next call computes only the rest."""
+        next call computes only the rest. Inside a sharded run
+        (:func:`semlens_widgets.distributed.sharded`) the chunks are dealt out to the ranks."""
         run = self.keys.class_relevance_run(layers, over, max_per_class)
 
         def compute(a: int, b: int) -> dict[str, torch.Tensor]:
             return self._component_relevance(keep[a:b], classes[a:b], layers)
 
-        parts = self.store.chunked(run.key, run.fingerprint, int(keep.numel()), self.chunk, compute,
-                                   desc="class relevance", progress=self.progress) or [compute(0, 0)]
+        parts = distributed.chunked(self.store, run.key, run.fingerprint, int(keep.numel()), self.chunk, compute,
+                                    desc="class relevance", progress=self.progress) or [compute(0, 0)]
         return {l: torch.cat([p[l] for p in parts]) for l in layers}
 
     def top_classes(self, layer: str, k: int = 3, *, over: str | None = None, max_per_class: int = 32) -> pd.DataFrame:

@@ -36,6 +36,7 @@ __all__ = [
     "RunningTopM",
     "collect_topm",
     "merge_topm",
+    "merge_states",
 ]
 
 
@@ -75,19 +76,31 @@ def _merge_running(
 
     values/indices: ``[C, m_cur]``; new_values/new_indices: ``[C, B]``.
     Returns ``[C, min(m, m_cur + B)]`` sorted descending.
+
+    The order is total: by value, descending, and among equal values by sample index,
+    ascending (``-0.0`` counts as ``0.0``). Ties are common (a ReLU channel that is 0 on most
+    images), and with a total order the selection does not depend on the order in which
+    samples arrive: a pass in any batch order, a resumed pass and the merge of any shards
+    (:func:`merge_topm`, :func:`merge_states`) select exactly the same samples. One ``topk``
+    over an int64 key: the float's order-preserving bits above the complement of the index
+    (indices < 2**32, checked by :class:`RunningTopM`).
     """
     cat_v = torch.cat([values, new_values], dim=1)
     cat_i = torch.cat([indices, new_indices], dim=1)
     k = min(m, cat_v.shape[1])
-    top_v, pos = torch.topk(cat_v, k, dim=1, largest=True, sorted=True)
-    return top_v, torch.gather(cat_i, 1, pos)
+    bits = (cat_v.float() + 0.0).view(torch.int32)  # + 0.0: -0.0 becomes 0.0
+    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # signed-int order == float order
+    key = (bits.to(torch.int64) << 32) + (0xFFFFFFFF - cat_i)  # value first, then the lower index
+    _, pos = torch.topk(key, k, dim=1, largest=True, sorted=True)
+    return torch.gather(cat_v, 1, pos), torch.gather(cat_i, 1, pos)
 
 
 def merge_topm(a: TopM, b: TopM) -> TopM:
     """Exact merge of the top-m of two disjoint shards of a dataset (concept examples).
 
     The top-m of a union is contained in the union of the top-m's, so merging is exact:
-    ``merge_topm(topm(D1), topm(D2)) == topm(D1 u D2)`` (ties aside). Built for sharded
+    ``merge_topm(topm(D1), topm(D2)) == topm(D1 u D2)``, ties included (equal values are
+    ordered by sample index, see :func:`_merge_running`). Built for sharded
     collection (each torch.distributed rank collects a shard; the shards are all-gathered and
     merged with this function).
 
@@ -169,6 +182,8 @@ class RunningTopM:
     """
 
     def __init__(self, layers: list[str], m: int, n_total: int, device: torch.device):
+        if not 0 <= int(n_total) < 2 ** 32:
+            raise ValueError(f"a collection pass covers at most 2**32 - 1 samples, got {n_total}")
         self.layers = list(layers)
         self.m = int(m)
         self.n_total = int(n_total)
@@ -368,6 +383,61 @@ class RunningTopM:
         return state
 
 
+def merge_states(states: Sequence[RunningTopM]) -> RunningTopM:
+    """The state of one pass over the union of disjoint parts of the data, from the states of
+    the parts (the ranks of a sharded pass, a resumed pass's checkpoint and what followed it):
+    the running top-m of every layer merged exactly (:func:`_merge_running`'s total order, so
+    the result is the state of a one-process pass over the same samples), visits, labels and
+    predictions summed over the parts (each sample is visited in one part only), counts added.
+
+    All states must be of the same pass (layers, m, number of samples); the result lives on the
+    first state's device. States that saw no sample only contribute nothing.
+    """
+    if not states:
+        raise ValueError("merge_states needs at least one state")
+    first = states[0]
+    for s in states[1:]:
+        if s.layers != first.layers or s.m != first.m or s.n_total != first.n_total:
+            raise ValueError(f"cannot merge states of different passes: layers {s.layers} m={s.m} N={s.n_total} "
+                             f"vs layers {first.layers} m={first.m} N={first.n_total}")
+    dev = first.device
+    out = RunningTopM(first.layers, first.m, first.n_total, dev)
+    seen = [s for s in states if s.n_seen > 0]
+    for name in out.layers:
+        parts = [(s.values[name].to(dev), s.indices[name].to(dev)) for s in seen if name in s.values]
+        if not parts:
+            continue
+        v, i = parts[0]
+        v, i = _merge_running(v[:, :0], i[:, :0], v, i, out.m)
+        for pv, pi in parts[1:]:
+            if pv.shape[0] != v.shape[0]:
+                raise ValueError(f"layer {name!r} has {pv.shape[0]} components in one part, {v.shape[0]} in another")
+            v, i = _merge_running(v, i, pv, pi, out.m)
+        out.values[name], out.indices[name] = v, i
+    out.have_labels = all(s.have_labels for s in seen)
+    out.have_predictions = all(s.have_predictions for s in seen)
+    for s in seen:
+        out.visits += s.visits.to(dev)
+        if out.have_labels:
+            out.labels += torch.where(s.visits.to(dev) > 0, s.labels.to(dev), 0)
+        if out.have_predictions:
+            out.predictions += torch.where(s.visits.to(dev) > 0, s.predictions.to(dev), 0)
+        for kind, f in s.flags.items():
+            out.flags[kind] = out.flags[kind] | f.to(dev) if kind in out.flags else f.to(dev).clone()
+        out.shapes.update(s.shapes)
+        if out.num_classes is None:
+            out.num_classes = s.num_classes
+        if out.input_shape is None:
+            out.input_shape, out.input_ref = s.input_shape, s.input_ref
+    out.n_seen = sum(s.n_seen for s in states)
+    out.batches = sum(s.batches for s in states)
+    if bool((out.visits > 1).any()):
+        dup = int((out.visits > 1).nonzero()[0, 0])
+        raise ValueError(f"the parts overlap: sample {dup} was visited in more than one; merge_states needs "
+                         "disjoint parts of the data")
+    return out
+
+
 # ----------------------------------------------------------------------------- collection
 
 
@@ -419,7 +489,8 @@ def collect_topm(
     checkpoint_seconds: float = 60.0,
     check_labels: bool = False,
     saes: dict[str, nn.Module] | None = None,
-) -> CollectResult:
+    keep_state: bool = False,
+) -> CollectResult | RunningTopM:
     """Top-m samples per component of every requested layer, in one pass (paper, Methods:
     concept examples, ``E_k = top_m(M_k^l, D)``).
 
@@ -457,6 +528,9 @@ def collect_topm(
             model's ``[B, K]`` logits (naming the items).
         saes: ``{"LAYER": sae}`` for SAE layers ``"LAYER:sae"`` in ``layers`` (components: the
             SAE's latents, see :mod:`.hooks`).
+        keep_state: return the running state (a :class:`RunningTopM`, verified, possibly of a
+            part of the data, possibly empty) instead of its :class:`CollectResult`: a shard
+            of a sharded pass, merged later with :func:`merge_states`.
 
     Returns:
         :class:`CollectResult`; every ``TopM`` has ``indices/values [C, min(m, N)]`` on the
@@ -569,4 +643,7 @@ def collect_topm(
 
     for rec in recorders.values():
         state.shapes.update(rec.shapes)
+    if keep_state:
+        state.verify()
+        return state
     return state.result()

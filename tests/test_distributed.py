@@ -1,0 +1,210 @@
+"""torch.distributed: sharded collection, crops, embeddings and class relevance, one writer.
+
+The main test runs ``torchrun --nproc_per_node=2 -m semlens_widgets -- run ...`` on the CPU
+(gloo) and compares every tensor of every final store entry with a one-process run. The others
+test the pieces: the total order of the top-m (ties broken by sample index), exact merges of
+batch-aligned shards, the batch shards, and the process-group primitives (two spawned gloo
+processes).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from semlens_widgets import cli, distributed
+from semlens_widgets.kernels.collect import RunningTopM, collect_topm, merge_states
+from semlens_widgets.store import Store
+
+TESTS = str(Path(__file__).resolve().parent)
+sys.path.insert(0, TESTS)
+import _cli_world  # noqa: E402
+
+
+def _entries(root) -> dict:
+    st = Store(root)
+    out = {}
+    for key in st.keys():
+        rec = st.meta(key)
+        out[key] = (rec["fingerprint"], rec["meta"], st.load(key, rec["fingerprint"]))
+    return out
+
+
+def _assert_same_store(a, b) -> None:
+    ea, eb = _entries(a), _entries(b)
+    assert sorted(ea) == sorted(eb)
+    for key in ea:
+        fa, ma, ta = ea[key]
+        fb, mb, tb = eb[key]
+        assert fa == fb and ma == mb, key
+        assert ta.keys() == tb.keys(), key
+        for name in ta:
+            assert ta[name].dtype == tb[name].dtype and torch.equal(ta[name], tb[name]), f"{key}:{name} differs"
+
+
+# --------------------------------------------------------------------------- the whole run, 2 ranks
+
+
+@pytest.mark.slow  # two torchrun workers import torch, open_clip and the model on 2 shared cores
+def test_torchrun_two_processes_write_the_store_of_one_process(tmp_path, capsys):
+    args = ["run", "--model", "_cli_world:model", "--dataset", "_cli_world:duplicated", "--fm", "_cli_world:fm",
+            "--app-dir", TESTS, "--layers", "features.relu1,features.relu2", "--m", "4", "--chunk-size", "3",
+            "--batch-size", "8", "--checkpoint-every", "1", "--class-relevance", "--quiet", "--device", "cpu",
+            "--threads", "1"]
+    threads = torch.get_num_threads()
+    try:
+        assert cli.main(args + ["--store", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    capsys.readouterr()
+    # '--' keeps torchrun's own parser away from the run's options (it reads '--m' as an
+    # abbreviation of its '--max-restarts' / '--master-addr' ...)
+    res = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "semlens_widgets",
+         "--"] + args + ["--store", str(tmp_path / "two")],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "2 processes" in res.stdout and res.stdout.count("semlens run:") == 1  # rank 0 speaks
+    _assert_same_store(tmp_path / "one", tmp_path / "two")
+    st = Store(tmp_path / "two")
+    assert {"collect/features.relu2", "embed/features.relu2", "semantics/class_relevance/features.relu2/label",
+            "samples"} <= set(st.keys())
+    assert st.get_info("run")["layers"] == ["features.relu1", "features.relu2"]
+
+
+# --------------------------------------------------------------------------- the pieces, one process
+
+
+def test_ties_are_broken_by_sample_index_whatever_the_order():
+    """Every image twice: each component's top-m has ties; any visiting order and any batch
+    size select the same samples (the lower index of each tie) as a sorted pass."""
+    model, data = _cli_world.model(), _cli_world.duplicated()
+    layers = ["features.relu1", "features.relu2", "fc"]
+    ref = collect_topm(model, data, layers, 5, batch_size=8, progress=False)
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0)).tolist()
+    other = collect_topm(model, data, layers, 5, batch_size=8, indices=order, progress=False)
+    for name in layers:
+        a, b = ref.topm[name], other.topm[name]
+        assert torch.equal(a.indices, b.indices) and torch.equal(a.values, b.values), name
+        v, i = a.values, a.indices
+        tied = v[:, 1:] == v[:, :-1]
+        assert bool(tied.any())  # the duplicates tie
+        assert bool((i[:, 1:][tied] > i[:, :-1][tied]).all())  # ... and the lower index comes first
+
+
+def test_merge_of_batch_aligned_shards_is_the_one_pass():
+    model, data = _cli_world.model(), _cli_world.duplicated()
+    layers = ["features.relu2", "fc"]
+    n, bs = len(data), 8
+    whole = collect_topm(model, data, layers, 4, batch_size=bs, progress=False, keep_state=True)
+    for world in (2, 3, 7):
+        parts = []
+        for r in range(world):
+            shard = list(distributed.batch_shard(n, bs, r, world))
+            st = RunningTopM(layers, 4, n, torch.device("cpu"))
+            if shard:
+                st = collect_topm(model, data, layers, 4, batch_size=bs, indices=shard, state=st, progress=False,
+                                  keep_state=True)
+            parts.append(st)
+        merged = merge_states(parts).result()
+        res = whole.result()
+        for name in layers:
+            assert torch.equal(merged.topm[name].indices, res.topm[name].indices)
+            assert torch.equal(merged.topm[name].values, res.topm[name].values)  # same batches: same bits
+        assert torch.equal(merged.labels, res.labels) and torch.equal(merged.predictions, res.predictions)
+        assert merged.n_samples == n and merged.num_classes == 5
+    with pytest.raises(ValueError, match="the parts overlap"):
+        merge_states([whole, whole])
+
+
+def test_batch_shards_cover_the_data_in_whole_batches():
+    for n, bs, world in ((40, 8, 2), (41, 8, 3), (5, 8, 4), (100, 7, 6)):
+        shards = [distributed.batch_shard(n, bs, r, world) for r in range(world)]
+        assert [i for s in shards for i in s] == list(range(n))
+        assert all(s.start % bs == 0 for s in shards if len(s))
+    with pytest.raises(ValueError, match="rank 2 is not in a group of 2"):
+        distributed.batch_shard(10, 2, 2, 2)
+
+
+def test_without_a_group_everything_is_local(tmp_path):
+    assert not distributed.group_active() and distributed.rank() == 0 and distributed.is_writer()
+    with distributed.sharded():
+        assert not distributed.active()  # no group: sharded() changes nothing
+    st = Store(tmp_path / "s")
+    calls = []
+    got = distributed.cached(st, "k", "fp", lambda: calls.append(1) or {"t": torch.ones(2)})
+    assert torch.equal(got["t"], torch.ones(2)) and distributed.cached(st, "k", "fp", lambda: 1 / 0)["t"].sum() == 2
+    assert calls == [1]
+
+
+# --------------------------------------------------------------------------- primitives, 2 gloo ranks
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, root: str, out: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        result = {}
+        with distributed.sharded():
+            assert distributed.active() and distributed.world_size() == 2
+            mine = {"a": torch.arange(3 + rank, dtype=torch.float16), "b": torch.tensor([[rank]], dtype=torch.int64),
+                    "flag": torch.tensor([True, bool(rank)])}
+            got = distributed.all_gather_tensors(mine if rank == 0 else {"a": mine["a"]})
+            result["gather"] = [sorted(g) for g in got] + [got[1]["a"].tolist(), got[0]["flag"].tolist()]
+            result["none"] = distributed.all_gather_tensors(None if rank else {"x": torch.zeros(0)})[1]
+            b = distributed.broadcast_tensors({"v": torch.linspace(0, 1, 5)} if rank == 0 else None)
+            result["bcast"] = b["v"].tolist()
+            st = Store(root)
+            computed = []
+
+            def compute(a, b):
+                computed.append((a, b))
+                return {"x": torch.arange(a, b) * 10}
+
+            if rank == 0:  # a checkpoint from an earlier, interrupted run
+                st.save("job/chunk2-4", {"x": torch.arange(2, 4) * 10}, "fp")
+            distributed.barrier()
+            parts = distributed.chunked(st, "job", "fp", 9, 2, compute, desc="test")
+            result["chunks"] = torch.cat([p["x"] for p in parts]).tolist()
+            result["computed"] = computed
+            result["saved"] = sorted(Store(root).keys("job/")) if rank == 0 else None
+            try:
+                distributed.check_same(f"model-{rank}", "model fingerprint")
+            except RuntimeError as e:
+                result["same"] = str(e)
+        torch.save(result, os.path.join(out, f"r{rank}.pt"))  # test output only, not a store file
+    finally:
+        dist.destroy_process_group()
+
+
+def test_process_group_primitives_on_two_gloo_ranks(tmp_path):
+    import torch.multiprocessing as mp
+
+    root, out = tmp_path / "store", tmp_path / "out"
+    out.mkdir()
+    Store(root)
+    mp.spawn(_worker, args=(2, _free_port(), str(root), str(out)), nprocs=2, join=True)
+    r0, r1 = (torch.load(out / f"r{r}.pt", weights_only=False) for r in (0, 1))
+    for r in (r0, r1):
+        assert r["gather"] == [["a", "b", "flag"], ["a"], [0.0, 1.0, 2.0, 3.0], [True, False]]
+        assert r["none"] is None and r["bcast"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+        assert r["chunks"] == [i * 10 for i in range(9)]
+        assert "rank(s) [1] hold another model fingerprint than rank 0" in r["same"]
+    # the stored chunk was loaded, not recomputed; the other four were dealt out in rounds
+    assert sorted(r0["computed"] + r1["computed"]) == [(0, 2), (4, 6), (6, 8), (8, 9)]
+    assert r0["computed"] == [(0, 2), (6, 8)] and r1["computed"] == [(4, 6), (8, 9)]
+    assert r0["saved"] == ["job/chunk0-2", "job/chunk2-4", "job/chunk4-6", "job/chunk6-8", "job/chunk8-9"]
