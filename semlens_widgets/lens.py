@@ -9,7 +9,9 @@ owns; every method below checks nothing twice and computes nothing itself, it ca
 - :attr:`Lens.semantics` (:class:`~semlens_widgets.lens_semantics.SemanticIndex`): vocabulary,
   labels, search, measures, audit, maps, comparison;
 - :attr:`Lens.attribution` (:class:`~semlens_widgets.lens_relevance.Attribution`): CRP relevance,
-  class relevance, top classes, attribution graphs.
+  class relevance, top classes, attribution graphs;
+- :attr:`Lens.describer` (:class:`~semlens_widgets.lens_describe.Describer`): open-vocabulary
+  descriptions (the LINE loop) and label faithfulness.
 
 The layers are a :class:`~semlens_widgets.lens_layers.LayerSet`, the dataset a
 :class:`~semlens_widgets.lens_data.DataView`, and every store key and fingerprint comes from
@@ -53,11 +55,13 @@ from semlens_widgets.lens_keys import AnalysisKeys
 from semlens_widgets.lens_layers import LayerSet
 from semlens_widgets.lens_pipeline import CROP_MODES, Pipeline, PipelineConfig, lrp_setup
 from semlens_widgets.lens_relevance import Attribution
+from semlens_widgets.lens_describe import Describer
 from semlens_widgets.lens_semantics import ComponentInfo, SemanticIndex
-from semlens_widgets.results import AttributionGraph, AuditResult, ComponentExamples, LabelResult, TopM
+from semlens_widgets.results import AttributionGraph, AuditResult, ComponentExamples, Description, LabelResult, TopM
 from semlens_widgets.store import Store, StoreError, module_fingerprint, module_signature
 
-__all__ = ["Lens", "CROP_MODES", "imagenet_unnormalize", "IMAGENET_MEAN", "IMAGENET_STD", "StoreError"]
+__all__ = ["Lens", "CROP_MODES", "imagenet_unnormalize", "imagenet_normalize", "IMAGENET_MEAN", "IMAGENET_STD",
+           "StoreError"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -77,6 +81,20 @@ def imagenet_unnormalize(x: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(shape)
     std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(shape)
     return (x * std + mean).clamp(0.0, 1.0)
+
+
+def imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
+    """torchvision's ImageNet normalisation ``(x - mean) / std`` of images ``[n, 3, H, W]`` /
+    ``[3, H, W]`` in [0, 1]: the inverse of :func:`imagenet_unnormalize`, and what
+    ``lens.describe`` / ``lens.faithfulness`` apply to generated images when the Lens shows its
+    inputs with ``display_transform=imagenet_unnormalize``."""
+    if not isinstance(x, torch.Tensor) or x.dim() not in (3, 4) or x.shape[-3] != 3:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"imagenet_normalize expects [n, 3, H, W] or [3, H, W], got {shape}")
+    shape = (3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(shape)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(shape)
+    return (x - mean) / std
 
 
 def _open_store(store: Any, model: nn.Module, model_fp: str, dataset_fp: str, overwrite: bool) -> Store:
@@ -157,7 +175,8 @@ class Lens:
             the same results, bit for bit, as long as batch_size is the same). None: after the
             first batch that ends a minute or more after the last checkpoint.
 
-    Parts: :attr:`pipeline`, :attr:`semantics`, :attr:`attribution` (see the module docstring).
+    Parts: :attr:`pipeline`, :attr:`semantics`, :attr:`attribution`, :attr:`describer` (see the
+    module docstring).
     Attributes: ``model, dataset, fm, device, store, m, crop_mode, pooling, layers, fingerprint,
     class_names, num_classes, sample_labels, sample_predictions, composite, n_samples,
     batch_size, num_workers, chunk_size, crop_size, display_transform, progress,
@@ -247,6 +266,8 @@ class Lens:
         self.attribution = Attribution(self.pipeline, self.store, keys, layer_set, batch_size=self.config.batch_size,
                                        chunk=self.config.chunk_size * self.config.m, progress=self.config.progress)
         self.semantics = SemanticIndex(self.pipeline, fm, self.store, keys, layer_set, self.attribution)
+        self.describer = Describer(self.pipeline, self.semantics, self.store, keys, layer_set,
+                                   batch_size=self.config.batch_size, progress=self.config.progress)
 
     @classmethod
     def from_store(cls, store: str | os.PathLike, *, device: str | torch.device | None = None,
@@ -582,6 +603,75 @@ class Lens:
         mean abs-normalised CRP relevance over the class's samples, see :meth:`class_relevance`).
         """
         return self.attribution.top_classes(layer, k, over=over, max_per_class=max_per_class)
+
+    # ====================================================================== descriptions and faithfulness
+    def describe(self, layer: str, k: int, generator: Callable, proposer: Any = None, rounds: int = 5,
+                 n_images: int = 16, *, seed: int = 0, control: Any = 256,
+                 model_transform: Callable | None = None, concepts: Sequence[str] | None = None,
+                 **loop: Any) -> Description:
+        """An open-vocabulary description of component k (the LINE loop, Zaigrajew et al. 2025).
+
+        Each round the ``proposer`` reads the history (``round, concept, score, auc, note``) and
+        proposes concepts; ``generator(concept, n_images, seed)`` draws each (images in [0, 1]
+        of any size, resized to the model's input and passed through ``model_transform``); the
+        component's pooled activation on them is scored against ``control`` dataset samples:
+        ``auc`` (the label-faithfulness AUC) and ``score`` (CoSy's mean activation difference).
+
+        proposer: None: :class:`~semlens_widgets.kernels.describe.OfflineProposer` over the
+            component's label candidates (``concepts``, default the vocabulary, ranked by paper
+            eq. 4's score for the component); a proposer with ``with_candidates`` (the built-in
+            ones, e.g. ``world.proposer`` or an ``LLMProposer``) gets those candidates; any
+            other callable ``history -> list[str]`` is used as it is.
+        control: the number of control samples (a fixed seeded subset of the dataset) or a
+            list of dataset indices.
+        model_transform: images in [0, 1] -> model inputs; default: identity, or ImageNet
+            normalisation for ``display_transform=imagenet_unnormalize`` (any other display
+            transform needs it given).
+        loop: further settings of :func:`~semlens_widgets.kernels.describe.describe_component`
+            (``top``, ``max_per_round``, ``parsimony``, ``high_auc``, ``max_similarity``).
+
+        Returns a :class:`~semlens_widgets.results.Description` (``history``, ``best``, ``auc``,
+        ``candidates``, ``polysemantic``, ``senses``, ``examples``: a few generated images of
+        each candidate). Its AUC was selected in the loop (optimistic): :meth:`faithfulness`
+        with other controls or another seed re-measures it. The description is stored
+        (:meth:`stored_description`); a generator that returns anything but a float Tensor
+        ``[n, 3, H, W]`` in [0, 1] raises on its first call, naming what it returned.
+        """
+        return self.describer.describe(layer, k, generator, proposer, rounds, n_images, seed=seed, control=control,
+                                       model_transform=model_transform, concepts=concepts, **loop)
+
+    def faithfulness(self, layer: str, generator: Callable, labels: Any = None, n_images: int = 32, *,
+                     seed: int = 0, control: Any = 256, model_transform: Callable | None = None) -> pd.DataFrame:
+        """Label faithfulness of every component of ``layer`` (the SemanticLens paper's label
+        evaluation, CoSy's AUC): the AUC with which the component's pooled activation separates
+        ``n_images`` generated images of its label (``generator(label, n_images, seed)``) from
+        ``control`` dataset samples (ties count 1/2; 0.5 = no preference, 1 = always higher).
+
+        labels: one str or None per component, a dict component -> label, or a
+            ``LabelResult``; default: the layer's current labels (its last :meth:`label`, else
+            the vocabulary's). Each distinct label is drawn once, shared by its components.
+        control, model_transform: as in :meth:`describe`.
+
+        Returns a DataFrame ``layer, component, label, auc, mad, note`` (``auc`` NaN for
+        unlabelled components and labels the generator cannot draw, ``note`` then says why;
+        ``mad`` is CoSy's mean activation difference) with the layer summary in
+        ``.attrs["summary"]`` (``mean_auc``, ``median_auc``, ``share_auc_0.9``, counts). Stored,
+        resumable by chunks of labels, and reused for the same labels, generator, images,
+        seed and controls (see :mod:`semlens_widgets.lens_describe` for how a generator is
+        identified); :meth:`stored_faithfulness` reads the last table back.
+        """
+        return self.describer.faithfulness(layer, generator, labels, n_images, seed=seed, control=control,
+                                           model_transform=model_transform)
+
+    def stored_description(self, layer: str, k: int) -> Description | None:
+        """The last :meth:`describe` result of component k of ``layer`` on this Lens (from the
+        store; None if it was never described). Nothing is computed."""
+        return self.describer.stored_description(layer, k)
+
+    def stored_faithfulness(self, layer: str) -> pd.DataFrame | None:
+        """The last :meth:`faithfulness` table of ``layer`` on this Lens (from the store; None
+        if none was computed). Nothing is computed."""
+        return self.describer.stored_faithfulness(layer)
 
     # ====================================================================== views and export
     def explorer(self, layer: str | None = None, concepts: Sequence[str] | None = None,

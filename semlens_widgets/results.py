@@ -188,6 +188,9 @@ class Description:
     layer, component: the component described (None when the kernel ran without a Lens).
     seed, n_images: how the images were generated (``generator(concept, n_images, seed)``
                   redraws any concept's images exactly).
+    examples:     concept -> uint8 ``[n, 3, h, w]``: the first few generated images of each of
+                  the ``candidates`` (``lens.describe`` keeps 4, longer side <= 96 px; empty
+                  when the kernel ran alone).
     """
 
     history: pd.DataFrame
@@ -200,6 +203,7 @@ class Description:
     component: int | None = None
     seed: int = 0
     n_images: int = 16
+    examples: dict = field(default_factory=dict)
 
 
 __all__.append("Description")

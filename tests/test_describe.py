@@ -194,8 +194,12 @@ def test_offline_proposer_without_categories_attaches_second_heads():
     p = OfflineProposer(["dog", "ball", "grass"], n_initial=3)
     h = pd.DataFrame({"round": 0, "concept": ["dog", "ball", "grass"], "score": [2.0, 1.0, 0.0], "auc": [0.9, 0.8, 0.5], "note": ""})
     assert p(h)[0] == "dog with a ball"
-    with pytest.raises(ValueError, match="candidates"):
-        OfflineProposer([])
+    template = OfflineProposer([], n_initial=3)  # a template: lens.describe gives it the candidates
+    with pytest.raises(ValueError, match="no candidates.*with_candidates"):
+        template(pd.DataFrame())
+    assert template.with_candidates(["dog", "ball", "grass"])(h)[0] == "dog with a ball"
+    with pytest.raises(ValueError, match="candidates must be a list of non-empty str"):
+        OfflineProposer(["dog", " "])
     with pytest.raises(ValueError, match="unknown role"):
         OfflineProposer(["a"], roles={"a": "verb"})
 
@@ -371,3 +375,141 @@ def test_world_generator_is_the_renderer():
     from semlens_widgets.demo import DemoWorld
 
     assert DemoWorld.generator.fget(None) is W.generator  # world.generator on slw.demo.load()
+
+
+# --------------------------------------------------------------------------- lens.describe (the demo world)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    """The demo world at 10 images per class, and a run Lens on block4 (activation crops)."""
+    import semlens_widgets as slw
+
+    torch.set_num_threads(2)
+    world = slw.demo.load(n_per_class=10)
+    lens = slw.Lens(world.model, world.dataset, world.fm, layers=["block4"], m=5, crop="activation",
+                    store=None, progress=False, batch_size=40)
+    lens.run()
+    lens.set_vocabulary(world.concepts())
+    return world, lens
+
+
+def _block4(model, x):
+    """block4's max-pooled activations [n, 128], hooked by hand (the reference)."""
+    out = []
+    h = model.block4.register_forward_hook(lambda m, i, o: out.append(o.amax((2, 3))))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        h.remove()
+    return out[0]
+
+
+def test_lens_describe_on_the_demo_world(demo):
+    from sklearn.metrics import roc_auc_score
+
+    world, lens = demo
+    scores = lens.search_scores(world.concepts(), "block4")  # [V, C]
+    k = int(scores.max(0).values.argmax())
+    d = lens.describe("block4", k, world.generator, proposer=world.proposer, rounds=2, n_images=8, control=40)
+    assert d.layer == "block4" and d.component == k and set(d.history["round"]) <= {0, 1}
+    top = world.concepts()[int(scores[:, k].argmax())]
+    assert d.history.concept[0] == top  # the loop starts from SemanticLens's best label candidate
+    assert d.auc >= d.history.auc.max() - 0.02 and d.candidates[0] == d.best
+    # the AUCs are those of the component's activation on the images vs the control samples
+    ctrl = lens.describer.control_samples(40)
+    neg = _block4(world.model, lens.model_inputs(ctrl))[:, k]
+    pos = _block4(world.model, world.generator(d.best, 8, 0))[:, k]
+    want = roc_auc_score(np.r_[np.ones(8), np.zeros(len(neg))], np.r_[pos.numpy(), neg.numpy()])
+    assert d.history.auc[d.history.concept == d.best].iloc[0] == pytest.approx(want)
+    assert d.examples[d.best].shape == (4, 3, 64, 64) and d.examples[d.best].dtype == torch.uint8
+    # stored for the views, read back as it was
+    back = lens.stored_description("block4", k)
+    pd.testing.assert_frame_equal(back.history, d.history)
+    assert (back.best, back.auc, back.candidates, back.polysemantic) == (d.best, d.auc, d.candidates, d.polysemantic)
+    assert torch.equal(back.examples[d.best], d.examples[d.best])
+    assert lens.stored_description("block4", (k + 1) % 128) is None
+
+
+def test_lens_describe_default_proposer_and_llm_proposer(demo):
+    world, lens = demo
+    d = lens.describe("block4", 5, world.generator, rounds=1, n_images=4, control=20)
+    assert len(d.history) == 6  # OfflineProposer over the vocabulary: the 6 best candidates
+    prompts = []
+
+    def llm(prompt):
+        prompts.append(prompt)
+        return "red star\nblue circle"
+
+    d = lens.describe("block4", 5, world.generator, proposer=LLMProposer(llm, n=2), rounds=1, n_images=4, control=20)
+    assert d.history.concept.tolist() == ["red star", "blue circle"]
+    assert "Candidate concepts" in prompts[0]  # the lens gave it the component's label candidates
+    lens.set_vocabulary(None)
+    try:
+        with pytest.raises(ValueError, match="set a vocabulary with lens.set_vocabulary"):
+            lens.describe("block4", 5, world.generator, rounds=1)
+    finally:
+        lens.set_vocabulary(world.concepts())
+
+
+def test_generated_images_are_resized_and_transformed(demo):
+    from semlens_widgets.kernels.describe import resize_images
+
+    world, lens = demo
+    small = resize_images(world.generator("red star", 4, 0), (32, 32))
+    acts = lens.describer.image_activations("block4", small, None)
+    torch.testing.assert_close(acts, _block4(world.model, resize_images(small, (64, 64))))
+    d = lens.describe("block4", 3, lambda c, n, s: resize_images(world.generator(c, n, s), (96, 96)),
+                      proposer=lambda h: [] if len(h) else ["red star"], rounds=2, n_images=4, control=20)
+    assert d.best == "red star"
+    twice = lens.describe("block4", 3, world.generator, proposer=lambda h: [] if len(h) else ["red star"],
+                          n_images=4, control=20, model_transform=lambda x: x * 2)
+    assert twice.history.auc[0] != d.history.auc[0]  # the transform is applied to generated images
+
+
+def test_model_transform_defaults_follow_the_display_transform(tmp_path):
+    import semlens_widgets as slw
+    from semlens_widgets.lens import imagenet_normalize, imagenet_unnormalize
+
+    from _models import TinyCNN, tiny_clip_fm
+
+    fm = tiny_clip_fm(tmp_path)
+    data = [(torch.rand(3, 16, 16), 0) for _ in range(4)]
+    lens = slw.Lens(TinyCNN(), data, fm, ["features.relu2"], m=2, store=None, crop="activation",
+                    display_transform=imagenet_unnormalize, progress=False)
+    assert lens.describer.model_transform(None)[0] is imagenet_normalize
+    x = torch.rand(2, 3, 4, 4)
+    torch.testing.assert_close(imagenet_unnormalize(imagenet_normalize(x)), x)
+    other = slw.Lens(TinyCNN(), data, fm, ["features.relu2"], m=2, store=None, crop="activation",
+                     display_transform=lambda v: v.clamp(0, 1), progress=False)
+    with pytest.raises(ValueError, match="pass model_transform="):
+        other.describer.model_transform(None)
+    with pytest.raises(TypeError, match="model_transform must be callable"):
+        other.describer.model_transform(3)
+
+
+def test_bad_generators_are_named_before_long_work(demo):
+    world, lens = demo
+    before = lens.store.keys("describe/")
+    with pytest.raises(TypeError, match=r"generator must be a callable \(concept: str, n: int, seed: int\)"):
+        lens.describe("block4", 0, "stable-diffusion")
+    with pytest.raises(TypeError, match="cannot be called so"):
+        lens.describe("block4", 0, lambda concept: None)
+    with pytest.raises(TypeError, match="cannot be called so"):
+        lens.faithfulness("block4", lambda concept, n: None)
+    assert lens.store.keys("describe/") == before  # refused before any work
+    prop = lambda h: [] if len(h) else ["red star"]  # noqa: E731
+    for gen, err, msg in [
+        (lambda c, n, s: (world.generator(c, n, s) * 255).to(torch.uint8), TypeError, r"dtype torch.uint8.*divide by 255"),
+        (lambda c, n, s: world.generator(c, n, s).permute(0, 2, 3, 1), ValueError, r"shape \(4, 64, 64, 3\).*accepted: \[4, 3, H, W\]"),
+        (lambda c, n, s: world.generator(c, n, s) * 255, ValueError, r"values in \[0, 255\].*not 0..255"),
+        (lambda c, n, s: world.generator(c, n, s).numpy(), TypeError, "returned a ndarray"),
+        (lambda c, n, s: world.generator(c, 1, s), ValueError, r"shape \(1, 3, 64, 64\)"),
+    ]:
+        with pytest.raises(err, match=msg):
+            lens.describe("block4", 0, gen, proposer=prop, n_images=4, control=20)
+    with pytest.raises(ValueError, match="control must be"):
+        lens.describe("block4", 0, world.generator, proposer=prop, control=[1])
+    with pytest.raises(IndexError, match="out of range"):
+        lens.describe("block4", 128, world.generator)

@@ -3,6 +3,7 @@ images, equal to scikit-learn's ROC AUC (ties included)."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
@@ -110,7 +111,100 @@ def test_layer_faithfulness_bad_input():
         layer_faithfulness(activations, generator, ["star"], torch.zeros(5, 3))
     with pytest.raises(ValueError, match="n_images"):
         layer_faithfulness(activations, generator, ["star"] * 3, torch.zeros(5, 3), n_images=0)
-    with pytest.raises(ValueError, match="expected \\[0, 1\\]"):
+    with pytest.raises(ValueError, match="values in \\[2, 2\\] for 'star'; accepted: a floating-point Tensor"):
         layer_faithfulness(activations, lambda c, n, s: torch.full((n, 3, 4, 4), 2.0), ["star"] * 3, torch.zeros(5, 3))
     with pytest.raises(ValueError, match="labels\\[1\\]"):
         layer_faithfulness(activations, generator, ["star", "", None], torch.zeros(5, 3))
+
+
+# --------------------------------------------------------------------------- lens.faithfulness
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    import semlens_widgets as slw
+
+    torch.set_num_threads(2)
+    world = slw.demo.load(n_per_class=10)
+    lens = slw.Lens(world.model, world.dataset, world.fm, layers=["block4"], m=5, crop="activation",
+                    store=tmp_path_factory.mktemp("store"), progress=False, batch_size=40)
+    lens.run()
+    return world, lens
+
+
+def _block4(model, x):
+    out = []
+    h = model.block4.register_forward_hook(lambda m, i, o: out.append(o.amax((2, 3))))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        h.remove()
+    return out[0].numpy()
+
+
+class Counting:
+    """The demo renderer, counting its calls; ``stop_after``: raise KeyboardInterrupt then."""
+
+    identity = "demo renderer (counted)"
+
+    def __init__(self, world, stop_after=None):
+        self.world, self.calls, self.stop_after = world, [], stop_after
+
+    def __call__(self, concept, n, seed):
+        if self.stop_after is not None and len(self.calls) >= self.stop_after:
+            raise KeyboardInterrupt
+        self.calls.append(concept)
+        return self.world.generator(concept, n, seed)
+
+
+def test_lens_faithfulness_equals_sklearn(demo):
+    world, lens = demo
+    assert lens.stored_faithfulness("block4") is None
+    labels = lens.label(world.concepts(), "block4").table["label"].tolist()  # the default labels
+    f = lens.faithfulness("block4", world.generator, n_images=8, control=40)
+    assert list(f.columns) == ["layer", "component", "label", "auc", "mad", "note"]
+    assert f.label.tolist() == labels
+    neg = _block4(world.model, lens.model_inputs(lens.describer.control_samples(40)))  # [40, 128]
+    checked = 0
+    for lab in sorted({l for l in labels if l is not None})[:6]:
+        pos = _block4(world.model, world.generator(lab, 8, 0))
+        for k in [k for k, l in enumerate(labels) if l == lab]:
+            want = roc_auc_score(np.r_[np.ones(8), np.zeros(40)], np.r_[pos[:, k], neg[:, k]])
+            assert f.auc[k] == pytest.approx(want)
+            checked += 1
+    assert checked > 0
+    assert f.auc[[l is None for l in labels]].isna().all()
+    s = f.attrs["summary"]
+    assert s["n_labelled"] == sum(l is not None for l in labels) and s["mean_auc"] == pytest.approx(f.auc.mean())
+    back = lens.stored_faithfulness("block4")
+    pd.testing.assert_frame_equal(back, f)
+
+
+def test_lens_faithfulness_labels_argument_and_errors(demo):
+    world, lens = demo
+    f = lens.faithfulness("block4", world.generator, labels={3: "red star", 7: "dog"}, n_images=4, control=20)
+    assert f.label[3] == "red star" and np.isfinite(f.auc[3]) and f.auc.notna().sum() == 1
+    assert f.note[7].startswith("unrenderable: ") and "unknown word 'dog'" in f.note[7]
+    with pytest.raises(ValueError, match="labels must be a list of 128 labels"):
+        lens.faithfulness("block4", world.generator, labels=["red"] * 3)
+    with pytest.raises(ValueError, match=r"labels has components \[200\]"):
+        lens.faithfulness("block4", world.generator, labels={200: "red"})
+    with pytest.raises(ValueError, match="unknown layer 'block9'"):
+        lens.faithfulness("block9", world.generator)
+
+
+def test_lens_faithfulness_resumes_after_an_interruption(demo):
+    world, lens = demo
+    labels = [world.concepts()[k % 20] if k < 40 else None for k in range(128)]  # 20 distinct labels
+    gen = Counting(world, stop_after=10)  # chunks of 8 labels: the first chunk is saved, then it stops
+    with pytest.raises(KeyboardInterrupt):
+        lens.faithfulness("block4", gen, labels=labels, n_images=4, seed=1, control=30)
+    again = Counting(world)
+    f = lens.faithfulness("block4", again, labels=labels, n_images=4, seed=1, control=30)
+    assert len(again.calls) == 12  # only the labels of the unfinished chunks are drawn again
+    reused = Counting(world)
+    lens.faithfulness("block4", reused, labels=labels, n_images=4, seed=1, control=30)
+    assert reused.calls == []  # the same settings and generator: read from the store
+    full = lens.faithfulness("block4", world.generator, labels=labels, n_images=4, seed=1, control=30)
+    pd.testing.assert_frame_equal(f, full)  # another generator identity: computed, same images

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -392,3 +394,30 @@ def test_fit_from_a_real_lens_equals_fit_from_its_activations(fm):
     torch.testing.assert_close(sae.W_enc, want.W_enc)
     with pytest.raises(ValueError, match="layer must name a module"):
         SAE.fit(lens, 8, k=2, layer=SAE_LAYER, progress=False)
+
+
+def test_faithfulness_of_sae_latents_equals_sklearn(fm):
+    from sklearn.metrics import roc_auc_score
+
+    from semlens_widgets.kernels.hooks import LayerCapture
+
+    sae = _layer_sae()
+    lens = _lens(fm, sae, crop="activation").run()
+
+    def gen(concept, n, seed):  # a different texture per concept, 16 x 16 like the data
+        g = torch.Generator().manual_seed(seed * 1000 + sum(map(ord, concept)))
+        return torch.rand(n, 3, 16, 16, generator=g) ** (1 + len(concept) % 3)
+
+    f = lens.faithfulness(SAE_LAYER, gen, labels={2: "stripes", 5: "dots", 9: "stripes"}, n_images=6, control=10)
+
+    def latents(x):
+        with torch.no_grad(), LayerCapture(lens.model, [SAE_LAYER], saes={BASE: sae}) as cap:
+            lens.model(x)
+        return cap.outputs[SAE_LAYER].amax((2, 3)).numpy()
+
+    neg = latents(lens.model_inputs(lens.describer.control_samples(10)))
+    for k, lab in ((2, "stripes"), (5, "dots"), (9, "stripes")):
+        pos = latents(gen(lab, 6, 0))
+        want = roc_auc_score(np.r_[np.ones(6), np.zeros(10)], np.r_[pos[:, k], neg[:, k]])
+        assert f.auc[k] == pytest.approx(want)
+    assert f.auc.notna().sum() == 3 and len(f) == 24

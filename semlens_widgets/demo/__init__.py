@@ -113,6 +113,19 @@ class DemoWorld:
         return generator
 
     @property
+    def proposer(self):
+        """The offline proposer of ``lens.describe`` for this world: an
+        :class:`~semlens_widgets.kernels.describe.OfflineProposer` template that knows the
+        vocabulary's categories and their place in a phrase (colours and textures before the
+        shape, "on <background>", "with a <artefact>"); ``lens.describe`` gives it each
+        component's label candidates (``with_candidates``)."""
+        from semlens_widgets.kernels.describe import OfflineProposer
+
+        from .world import _BG_PHRASE, CATEGORY_ROLES
+
+        return OfflineProposer((), self.vocabulary, CATEGORY_ROLES, scene_phrases=_BG_PHRASE)
+
+    @property
     def shortcut_target(self) -> int:
         """Class index of the shortcut class."""
         return self.class_names.index(self.shortcut_class)

@@ -43,9 +43,12 @@ __all__ = [
     "content_words",
     "distinct_senses",
     "describe_component",
+    "history_frame",
     "OfflineProposer",
     "LLMProposer",
     "from_diffusers",
+    "resize_images",
+    "thumbnails",
 ]
 
 #: columns of ``Description.history`` (and of the history a proposer receives).
@@ -122,6 +125,13 @@ def distinct_senses(
         ):
             kept.append(i)
     return [high[i] for i in kept]
+
+
+def history_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The history of a description as a DataFrame: one row per concept tried, columns
+    :data:`HISTORY_COLUMNS` (round int64, concept, score and auc float64, note)."""
+    return pd.DataFrame(list(rows), columns=list(HISTORY_COLUMNS)).astype(
+        {"round": "int64", "score": "float64", "auc": "float64"})
 
 
 def _check_int(name: str, v: Any, lo: int) -> int:
@@ -207,7 +217,7 @@ def describe_component(
     seen: set[str] = set()
     it = range(rounds)
     for r in progress(it) if progress else it:
-        history = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+        history = history_frame(rows)
         proposals = proposer(history)
         if isinstance(proposals, str) or not isinstance(proposals, (list, tuple)):
             raise TypeError(f"the proposer must return a list of str, got {type(proposals).__name__}")
@@ -236,7 +246,7 @@ def describe_component(
                 "auc": float(auc_separation(pos, neg)[0]),
                 "note": "",
             })
-    history = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)).astype({"round": "int64", "score": "float64", "auc": "float64"})
+    history = history_frame(rows)
     usable = history[np.isfinite(history["auc"].to_numpy(dtype=float))]
     if usable.empty:
         reasons = "; ".join(f"{c!r}: {n}" for c, n in zip(history["concept"], history["note"])) or "no proposals"
@@ -333,8 +343,8 @@ class OfflineProposer:
         if isinstance(candidates, str) or not all(isinstance(c, str) and c.strip() for c in candidates):
             raise ValueError(f"candidates must be a list of non-empty str (best first), got {candidates!r:.200}")
         self.candidates = list(dict.fromkeys(c.strip() for c in candidates))
-        if not self.candidates:
-            raise ValueError("candidates is empty: pass the vocabulary ranked for the component")
+        self._settings = dict(categories=categories, roles=roles, scene_phrases=scene_phrases, n_initial=n_initial,
+                              beam=beam, pool=pool, n_explore=n_explore, per_round=per_round)
         self.categories = dict(categories or {})
         self.roles = dict(roles or {})
         self.scene_phrases = dict(scene_phrases or {})
@@ -349,6 +359,12 @@ class OfflineProposer:
         self._order = {c: i for i, c in enumerate(self.candidates)}
         # multi-word concepts first so "red tint" is not read as "red"
         self._lexicon = sorted(self.candidates, key=lambda c: (-len(c.split()), c))
+
+    def with_candidates(self, candidates: Sequence[str]) -> "OfflineProposer":
+        """This proposer (same categories, roles and settings) for a component whose label
+        candidates are ``candidates`` (best first). ``lens.describe`` calls it, so a proposer
+        made with ``candidates=()`` is a template (e.g. ``world.proposer``)."""
+        return OfflineProposer(candidates, **self._settings)
 
     # ---- phrases ---------------------------------------------------------------------------
     def category(self, concept: str) -> str:
@@ -410,6 +426,9 @@ class OfflineProposer:
 
     # ---- the protocol ------------------------------------------------------------------------
     def __call__(self, history: pd.DataFrame) -> list[str]:
+        if not self.candidates:
+            raise ValueError("this OfflineProposer has no candidates: make it with the component's label candidates, "
+                             "or call .with_candidates(...) (lens.describe does, from the vocabulary)")
         if history is None or len(history) == 0:
             return self.candidates[: self.n_initial]
         tried = {normalize_concept(c) for c in history["concept"]}
@@ -507,6 +526,11 @@ class LLMProposer:
         self.max_words = _check_int("max_words", max_words, 1)
         self.max_history = _check_int("max_history", max_history, 1)
         self.retries = _check_int("retries", retries, 0)
+
+    def with_candidates(self, candidates: Sequence[str]) -> "LLMProposer":
+        """This proposer showing ``candidates`` (the component's label candidates) in its first prompt."""
+        return LLMProposer(self.llm, n=self.n, candidates=list(candidates)[:10], context=self.context,
+                           max_words=self.max_words, max_history=self.max_history, retries=self.retries)
 
     def prompt(self, history: pd.DataFrame | None) -> str:
         lines = [
@@ -669,4 +693,30 @@ def from_diffusers(
             x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
         return x
 
+    config = getattr(pipe, "config", None)
+    name = getattr(config, "_name_or_path", None) or getattr(pipe, "name_or_path", None)
+    generate.identity = {  # type: ignore[attr-defined]  # what lens.faithfulness fingerprints
+        "diffusers": f"{type(pipe).__module__}.{type(pipe).__qualname__}",
+        "model": str(name) if name else f"object@{id(pipe):x}",
+        "prompt_template": prompt_template, "negative_prompt": negative_prompt, "size": size,
+        "batch_size": batch_size, "kwargs": {k: repr(v) for k, v in sorted(pipe_kwargs.items())},
+    }
     return generate
+
+
+def resize_images(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Images ``[n, 3, h, w]`` in [0, 1] -> ``[n, 3, H, W]`` (bilinear, antialiased when
+    shrinking; unchanged when already that size), values kept in [0, 1]."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return torch.nn.functional.interpolate(x.float(), size=tuple(size), mode="bilinear", align_corners=False,
+                                           antialias=True).clamp(0.0, 1.0)
+
+
+def thumbnails(x: torch.Tensor, side: int) -> torch.Tensor:
+    """Images ``[n, 3, h, w]`` in [0, 1] -> uint8 ``[n, 3, s, s']`` with the longer side at most
+    ``side`` (aspect kept), for showing a few generated images of a concept."""
+    h, w = x.shape[-2:]
+    scale = min(1.0, side / max(h, w))
+    small = resize_images(x, (max(1, round(h * scale)), max(1, round(w * scale))))
+    return (small * 255).round().to(torch.uint8).cpu()

@@ -23,6 +23,7 @@ __all__ = [
     "mean_activation_difference",
     "check_images",
     "layer_faithfulness",
+    "merge_faithfulness_parts",
     "faithfulness_summary",
 ]
 
@@ -110,16 +111,26 @@ def mean_activation_difference(pos, neg) -> np.ndarray:
     return (a.mean(0) - b.mean(0)) / np.maximum(sd, 1e-6)
 
 
+_ACCEPTED_IMAGES = "a floating-point Tensor [n, 3, H, W] with values in [0, 1]"
+
+
 def check_images(x, concept: str, n: int) -> torch.Tensor:
-    """Validate what a generator returned for ``concept``: FloatTensor [n, 3, H, W] in [0, 1]."""
+    """Validate what a generator returned for ``concept`` (n images asked): a floating-point
+    Tensor [n, 3, H, W] in [0, 1] (any H, W). Anything else raises naming what was returned
+    (type, dtype, shape, value range) and what is accepted. Returns it as float32."""
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"the generator returned {type(x).__name__} for {concept!r}; expected a Tensor [n, 3, H, W]")
-    if x.ndim != 4 or x.shape[0] != n or x.shape[1] != 3:
-        raise ValueError(f"the generator returned shape {tuple(x.shape)} for {concept!r}; expected [{n}, 3, H, W]")
-    x = x.float()
+        raise TypeError(f"the generator returned a {type(x).__name__} for {concept!r} (n={n}); accepted: {_ACCEPTED_IMAGES}")
+    if not x.is_floating_point():
+        hint = " (uint8 pixels: divide by 255)" if x.dtype == torch.uint8 else ""
+        raise TypeError(f"the generator returned dtype {x.dtype} for {concept!r}{hint}; accepted: {_ACCEPTED_IMAGES}")
+    if x.ndim != 4 or x.shape[0] != n or x.shape[1] != 3 or min(x.shape[2:], default=0) < 1:
+        raise ValueError(f"the generator returned shape {tuple(x.shape)} for {concept!r} (n={n}); accepted: "
+                         f"[{n}, 3, H, W] ({_ACCEPTED_IMAGES})")
+    x = x.detach().float()
     lo, hi = float(x.min()), float(x.max())
     if lo < -1e-3 or hi > 1 + 1e-3 or not np.isfinite([lo, hi]).all():
-        raise ValueError(f"the generator returned values in [{lo:.3g}, {hi:.3g}] for {concept!r}; expected [0, 1]")
+        raise ValueError(f"the generator returned values in [{lo:.3g}, {hi:.3g}] for {concept!r}; accepted: "
+                         f"{_ACCEPTED_IMAGES} (not normalised model inputs, not 0..255)")
     return x.clamp(0.0, 1.0)
 
 
@@ -183,6 +194,25 @@ def layer_faithfulness(
         "mad": mad,
         "note": note,
     })
+
+
+def merge_faithfulness_parts(parts: Sequence[dict]) -> dict:
+    """Join the results of :func:`layer_faithfulness` run on disjoint groups of labels (the
+    chunks of a resumable pass): each part holds ``auc, mad`` [C] (NaN outside its labels) and
+    ``notes`` (the JSON list of C notes as uint8 bytes). Returns ``auc, mad`` [C] and
+    ``notes_list`` (C str)."""
+    import json
+
+    auc = torch.stack([p["auc"].double() for p in parts])  # [P, C]
+    mad = torch.stack([p["mad"].double() for p in parts])
+    notes = [json.loads(bytes(p["notes"].tolist()).decode()) for p in parts]
+    merged = ["".join(n[c] for n in notes) for c in range(auc.shape[1])]
+    nan = torch.tensor(float("nan"), dtype=torch.float64)
+
+    def join(v: torch.Tensor) -> torch.Tensor:  # each component is scored in at most one part
+        return torch.where(torch.isnan(v).all(0), nan, torch.nansum(v, 0))
+
+    return {"auc": join(auc), "mad": join(mad), "notes_list": merged}
 
 
 def faithfulness_summary(table: pd.DataFrame) -> dict:
