@@ -49,11 +49,11 @@ from torch import nn
 
 from semlens_widgets import distributed
 from semlens_widgets.kernels.hooks import POOLINGS
-from semlens_widgets.lens_checks import is_int
+from semlens_widgets.lens_checks import check_device, check_model, describe, is_int
 from semlens_widgets.lens_data import DataView
 from semlens_widgets.lens_keys import AnalysisKeys
 from semlens_widgets.lens_layers import LayerSet
-from semlens_widgets.lens_pipeline import CROP_MODES, Pipeline, PipelineConfig, lrp_setup
+from semlens_widgets.lens_pipeline import CROP_MODES, Pipeline, PipelineConfig, check_writable, lrp_setup
 from semlens_widgets.lens_relevance import Attribution
 from semlens_widgets.lens_describe import Describer
 from semlens_widgets.lens_semantics import ComponentInfo, SemanticIndex
@@ -126,6 +126,7 @@ def _open_store(store: Any, model: nn.Module, model_fp: str, dataset_fp: str, ov
             f"store=..., or overwrite=True to delete its contents"
         )
     if info != current and writer:
+        check_writable(store, "record of this model and dataset")
         store.set_info("lens", current)
     return store
 
@@ -207,13 +208,12 @@ class Lens:
         checkpoint_every: int | None = None,
     ):
         # ---- cheap argument checks first -------------------------------------------------
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_model(model)
         for attr in ("encode_images", "encode_concepts", "identity", "image_size", "dim"):
             if not hasattr(fm, attr):
                 raise TypeError(
                     f"fm must be a semlens_widgets.FoundationModel (e.g. FoundationModel.open_clip"
-                    f"('ViT-B-32')), got {type(fm).__name__} without {attr!r}"
+                    f"('ViT-B-32')), got {describe(fm)} without {attr!r}"
                 )
         if crop not in CROP_MODES:
             raise ValueError(f"unknown crop mode {crop!r}; accepted: {list(CROP_MODES)}")
@@ -242,7 +242,7 @@ class Lens:
         if device is None:
             p = next(iter(model.parameters()), None)
             device = p.device if p is not None else torch.device("cpu")
-        device = torch.device(device)
+        device = check_device(device)
         model = model.to(device).eval()
         layer_set.to(device)
         lrp = lrp_setup(model, crop)

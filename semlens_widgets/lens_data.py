@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import torch
 
-from semlens_widgets.kernels.data import split_batch
+from semlens_widgets.kernels.data import SAME_SIZE, split_batch
 from semlens_widgets.lens_checks import is_int
 from semlens_widgets.store import fingerprint, tensor_digest
 
@@ -71,6 +71,13 @@ class DataView:
         self.dataset = dataset
         self.display_transform = display_transform
         x0 = _item_image(dataset[0], 0)
+        if not x0.is_floating_point():
+            raise TypeError(
+                f"dataset item 0 has an image of dtype {x0.dtype}; the model eats floating-point images: "
+                f"convert them in the dataset, e.g. torchvision.transforms.ToTensor() or "
+                f"transforms.v2.ToDtype(torch.float32, scale=True) (values in [0, 1]); accepted: float32 "
+                f"(float16, bfloat16 and float64 are cast to float32)"
+            )
         self.input_shape: tuple[int, int, int] = tuple(x0.shape)  # (C, H, W) of the model inputs
         self._check_display(x0)
         self.display_id = callable_id(display_transform)
@@ -113,6 +120,9 @@ class DataView:
         parts: list[Any] = [type(dataset).__module__ + "." + type(dataset).__qualname__, n]
         for i in picks:
             x, y = split_batch(dataset[i], what=f"dataset item {i}")
+            if isinstance(x, torch.Tensor) and tuple(x.shape) != self.input_shape:  # found early, not at run
+                raise ValueError(f"dataset item {i} has an image of shape {tuple(x.shape)} but item 0 has "
+                                 f"{self.input_shape}: {SAME_SIZE}")
             if isinstance(y, torch.Tensor):
                 y = tensor_digest(y)
             elif not isinstance(y, (int, float, str, type(None))):
@@ -148,8 +158,8 @@ class DataView:
         bad = next((i for i, x in zip(idx.tolist(), xs) if tuple(x.shape) != self.input_shape), None)
         if bad is not None:
             raise ValueError(
-                f"dataset item {bad} has shape {tuple(xs[idx.tolist().index(bad)].shape)} but item 0 has "
-                f"{self.input_shape}; all images must share one size"
+                f"dataset item {bad} has an image of shape {tuple(xs[idx.tolist().index(bad)].shape)} but item 0 "
+                f"has {self.input_shape}: {SAME_SIZE}"
             )
         return torch.stack(xs).float().cpu()
 

@@ -32,6 +32,7 @@ Where the work to come plugs in (one place each):
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ from semlens_widgets.lens_data import DataView
 from semlens_widgets.lens_keys import Entry, PipelineKeys
 from semlens_widgets.lens_layers import LayerSet
 from semlens_widgets.results import ComponentExamples, TopM
-from semlens_widgets.store import Store
+from semlens_widgets.store import Store, StoreError
 
 __all__ = ["CROP_MODES", "REL_THRESHOLD", "PipelineConfig", "Pipeline", "LrpSetup", "lrp_setup", "cached_in_chunks",
            "step_lock"]
@@ -123,9 +124,29 @@ def cached_in_chunks(store: Store, entry: Entry, n: int, size: int, compute: Cal
                                     progress=progress)
         return assemble(parts)
 
+    if distributed.is_writer() and not store.has(entry.key, entry.fingerprint):
+        check_writable(store, f"result of step {entry.key!r}")
     got = distributed.cached(store, entry.key, entry.fingerprint, run, meta=meta)
     distributed.drop_chunks(store, entry.key)
     return got
+
+
+def check_writable(store: Store, what: str) -> None:
+    """Refuse, before the work starts, to compute ``what`` (e.g. ``"the result of step 'collect'"``)
+    when it is not stored and could not be saved: a store directory that cannot be written
+    (read-only file system, permissions)."""
+    if store.root is None:
+        return
+    try:
+        with tempfile.TemporaryFile(dir=store.root):  # O_TMPFILE where it exists: no name appears
+            pass
+    except OSError as e:
+        raise StoreError(
+            f"store {str(store.root)!r} is not writable ({e.strerror}) and has no {what} for these inputs "
+            f"(another model, dataset, layer or setting than it holds results for); accepted: a writable "
+            f"store directory (e.g. a copy of this one), store=None to compute in memory, or the inputs the "
+            f"store was made with"
+        ) from None
 
 
 def step_lock(store: Store, name: str) -> Any:
@@ -134,8 +155,10 @@ def step_lock(store: Store, name: str) -> Any:
     warning names the holder's pid), then re-loads what the first saved. Use it as
     ``got = load(); if got is None: with step_lock(store, key): got = load() or compute + save``.
     In a sharded run only the writer (rank 0) takes it: the other ranks wait in the collectives
-    (outside one, every process locks as usual)."""
+    (outside one, every process locks as usual).
+    A store that cannot be written is refused here, before the step's work (:func:`check_writable`)."""
     if not distributed.active() or distributed.is_writer():
+        check_writable(store, f"result of step {name!r}")
         return store.lock(name)
     return contextlib.nullcontext()
 

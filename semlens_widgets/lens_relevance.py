@@ -50,20 +50,30 @@ class Attribution:
 
     # ------------------------------------------------------------------ checks
     def target(self, target: Any) -> int:
-        """A class index from an int (or 0-d integer tensor) or a class name."""
+        """A class index from an int (numpy int, 0-d integer tensor) in ``[0, K)`` or a class name
+        of ``class_names``; anything else raises naming the value and what is accepted."""
         names = self.source.class_names
-        if isinstance(target, str) and names is not None:
-            if target not in names:
-                raise ValueError(f"unknown class name {target!r}; class names: {list(names)[:20]}")
-            return list(names).index(target)
-        if isinstance(target, torch.Tensor) and target.numel() == 1 and not target.is_floating_point():
-            target = int(target)
         K = self.source.num_classes
         if K is None:
-            raise ValueError("this model has no class outputs ([B, K] logits): relevance needs a target class")
+            raise ValueError(f"this model has no class outputs ([B, K] logits): relevance needs a target class, "
+                             f"got target={target!r}")
+        if names:
+            shown = ", ".join(repr(n) for n in list(names)[:10]) + (", ..." if len(names) > 10 else "")
+            accepted = f"a class index in [0, {K}) or a class name ({shown})"
+        else:
+            accepted = f"a class index in [0, {K}) (for class names pass Lens(..., class_names=[...]))"
+        if isinstance(target, str):
+            if not names:
+                raise ValueError(f"target {target!r} is a class name, but this Lens has no class_names; "
+                                 f"accepted: {accepted}")
+            if target not in names:
+                raise ValueError(f"unknown class name {target!r}; accepted: {accepted}")
+            return list(names).index(target)
+        if isinstance(target, torch.Tensor) and target.numel() == 1 and not target.is_floating_point() \
+                and target.dtype != torch.bool:
+            target = int(target)
         if not is_int(target) or not 0 <= int(target) < K:
-            raise ValueError(f"target class {target!r} out of range: expected an int in [0, {K}) "
-                             f"{'or a class name' if names else ''}".rstrip())
+            raise ValueError(f"target class {target!r} out of range: accepted: {accepted}")
         return int(target)
 
     def over(self, over: Any) -> str:

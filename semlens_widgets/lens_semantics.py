@@ -41,6 +41,25 @@ __all__ = ["SemanticIndex", "ComponentInfo", "compare"]
 
 _MAX_SIMILARITY_ELEMENTS = 2**30  # similarity() refuses to build matrices above 4 GB
 
+# Concepts whose text embeddings, with probes made from the layer's own components, calibrate the
+# search index of a big layer (kernels.semantics.build_search_index): stand-ins for the queries.
+_CALIBRATION_CONCEPTS = (
+    "dog", "cat", "bird", "horse", "fish", "insect", "person", "face", "hand", "eye", "car", "wheel",
+    "boat", "building", "window", "road", "tree", "leaves", "flower", "grass", "sky", "clouds", "water",
+    "snow", "sand", "fire", "food", "fruit", "text", "a watermark", "a logo", "stripes", "dots",
+    "a checkerboard pattern", "fur", "feathers", "metal", "wood", "glass", "fabric", "red", "blue",
+    "green", "yellow", "black and white", "a book", "a ball", "a chair",
+)
+
+#: what search / search_scores accept as a query (told apart by type and rank)
+QUERIES = ("a text (str) or a list of texts; images as a float tensor [3, H, W] or [n, 3, H, W] in [0, 1]; "
+           "embedding probes as a float tensor [d] or [n, d] of the foundation model's space")
+
+
+def _describe(v: Any) -> str:
+    r = repr(v)
+    return f"{r[:60]}... ({type(v).__name__})" if len(r) > 60 else f"{r} ({type(v).__name__})"
+
 
 @dataclass
 class ComponentInfo:
@@ -156,35 +175,68 @@ class SemanticIndex:
 
     # ------------------------------------------------------------------ search (paper eq. 4)
     def _probes(self, query: Any) -> tuple[list[str], torch.Tensor]:
-        """Query -> (names [Q], probe embeddings [Q, d])."""
+        """Query -> (names [Q], probe embeddings [Q, d]). The accepted forms (:data:`QUERIES`) are
+        told apart by type and rank alone: a str or a list of str (texts); a tensor of rank 3 or
+        4 (images ``[3, H, W]`` / ``[n, 3, H, W]`` in [0, 1]); of rank 1 or 2 (embeddings ``[d]`` /
+        ``[n, d]``). A rank-1/2 tensor that looks like pixels (every value in [0, 1], rows not
+        unit vectors, e.g. ``torch.rand(3, 16)``) is refused as ambiguous rather than read as
+        embeddings."""
         if isinstance(query, str):
             query = [query]
         if isinstance(query, (list, tuple)):
             if not query:
-                raise ValueError("query is an empty list: pass a text, a list of texts or an image tensor")
-            for q in query:
+                raise ValueError(f"query is an empty list; accepted: {QUERIES}")
+            for i, q in enumerate(query):
                 if not isinstance(q, str):
-                    raise TypeError(f"text queries must be str, got {q!r} ({type(q).__name__})")
+                    raise TypeError(f"query list item {i} is {_describe(q)}; a list query holds texts (str); "
+                                    f"accepted: {QUERIES}")
                 if not q.strip():
                     raise ValueError(f"query {q!r} is empty or only whitespace: type a concept, e.g. 'dog'")
             return list(query), self.encode(list(query))
-        if isinstance(query, torch.Tensor):
-            x = query.detach()
-            if x.dim() == 2:  # precomputed probe embeddings [Q, d]
-                d = self.null().shape[0]
-                if x.shape[1] != d:
-                    raise ValueError(f"embedding probes must be [Q, {d}], got {tuple(x.shape)}")
-                return [f"embedding {i}" for i in range(x.shape[0])], x.float().cpu()
-            if x.dim() == 3:
-                x = x.unsqueeze(0)
-            if x.dim() != 4 or x.shape[1] != 3 or x.shape[0] == 0:
-                raise ValueError(f"image queries must be [3, H, W] or [n, 3, H, W] in [0, 1], got {tuple(query.shape)}")
-            if not x.is_floating_point() or float(x.min()) < 0 or float(x.max()) > 1:
-                raise ValueError("image queries must be float tensors with values in [0, 1] "
-                                 "(display space, not normalised model inputs)")
-            names = ["image"] if x.shape[0] == 1 else [f"image {i}" for i in range(x.shape[0])]
-            return names, self.fm.encode_images(x).float().cpu()
-        raise TypeError(f"query must be a str, a list of str or an image tensor, got {type(query).__name__}")
+        if not isinstance(query, torch.Tensor):
+            raise TypeError(f"query must be a str, a list of str or a tensor, got {_describe(query)}; "
+                            f"accepted: {QUERIES}")
+        x = query.detach()
+        shape = tuple(x.shape)
+        if x.dim() not in (1, 2, 3, 4) or x.numel() == 0:
+            raise ValueError(f"query tensor of shape {shape} is neither images nor embeddings; accepted: {QUERIES}")
+        if not x.is_floating_point():
+            raise ValueError(f"query tensor has dtype {x.dtype}; images and embeddings are floating point "
+                             f"(images in [0, 1], e.g. x.float() / 255); accepted: {QUERIES}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"query tensor of shape {shape} has NaN or infinite values; accepted: {QUERIES}")
+        d = int(self.null().shape[0])
+        if x.dim() <= 2:  # embedding probes [d] / [n, d]
+            e = x.reshape(1, -1) if x.dim() == 1 else x
+            if e.shape[1] != d:
+                raise ValueError(f"query tensor of shape {shape} is not embeddings of this foundation model "
+                                 f"(d={d}) nor images; accepted: {QUERIES}")
+            zero = (e == 0).all(dim=1)
+            if bool(zero.any()):
+                raise ValueError(f"embedding probe {int(zero.nonzero()[0, 0])} is all zeros: it has no direction "
+                                 f"to search for")
+            unit = torch.allclose(normalize(e), e.float(), atol=1e-2, rtol=0)
+            if bool(((e >= 0) & (e <= 1)).all()) and not unit:
+                raise ValueError(
+                    f"query tensor of shape {shape} is ambiguous: it reads as {e.shape[0]} embedding probe(s) "
+                    f"[n, d={d}], but every value lies in [0, 1] and its rows are not unit vectors, like pixels "
+                    f"(an image without one of its dimensions?). Accepted: {QUERIES}. Embeddings of the "
+                    f"foundation model (fm.encode_text / fm.encode_images rows, L2-normalised; rows of "
+                    f"lens.embeddings) are read as such; to search with other vectors, L2-normalise their rows"
+                )
+            names = ["embedding"] if x.dim() == 1 else [f"embedding {i}" for i in range(e.shape[0])]
+            return names, e.float().cpu()
+        img = x.unsqueeze(0) if x.dim() == 3 else x
+        if img.shape[1] != 3:
+            raise ValueError(f"image query of shape {shape} has {img.shape[1]} channels, not 3 (RGB): images are "
+                             f"[3, H, W] or [n, 3, H, W] (gray: x.expand(3, -1, -1)); accepted: {QUERIES}")
+        lo, hi = float(img.min()), float(img.max())
+        if lo < 0 or hi > 1:
+            raise ValueError(f"image query has values in [{lo:.3g}, {hi:.3g}]; images are in [0, 1] (display "
+                             f"space, not normalised model inputs: undo the normalisation, e.g. "
+                             f"semlens_widgets.lens.imagenet_unnormalize); accepted: {QUERIES}")
+        names = ["image"] if img.shape[0] == 1 else [f"image {i}" for i in range(img.shape[0])]
+        return names, self.fm.encode_images(img.float()).float().cpu()
 
     def _scores(self, probes: torch.Tensor, layer: str) -> torch.Tensor:
         return _semantics.search_scores(probes, self.null(), self.theta_unit(layer), theta_normalized=True)
@@ -414,6 +466,7 @@ def compare(lens_a, lens_b, layer_a: str, layer_b: str, concepts: Sequence[str] 
     for name, lens in (("lens_a", lens_a), ("lens_b", lens_b)):
         index = lens.semantics if hasattr(lens, "semantics") else None
         if not isinstance(index, SemanticIndex):
-            raise TypeError(f"compare needs two semlens_widgets.Lens objects, got {type(lens).__name__} for {name}")
+            raise TypeError(f"compare needs two semlens_widgets.Lens objects, got {_describe(lens)} for {name}; "
+                            f"accepted: compare(lens_a, lens_b, layer_a, layer_b) with two run lenses")
         indexes.append(index)
     return indexes[0].compare(indexes[1], layer_a, layer_b, concepts, threshold=threshold)

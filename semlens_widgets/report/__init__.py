@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,31 @@ def render_report(
     )
 
 
+def _writable_path(path: Any) -> Path:
+    """``path`` as a Path the report can be written to, checked before any work: not a directory,
+    not under a file, in a directory (or below one, created later) that can be written."""
+    accepted = "a file path such as 'report.html' in a writable directory"
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"report path must be a str or PathLike, got {path!r:.80} ({type(path).__name__}); "
+                        f"accepted: {accepted}")
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"report path {str(path)!r} is a directory; accepted: {accepted}")
+    base = path.parent
+    while not base.exists() and base != base.parent:  # the nearest existing ancestor
+        base = base.parent
+    if not base.is_dir():
+        raise NotADirectoryError(f"report path {str(path)!r} lies under {str(base)!r}, which is a file, not a "
+                                 f"directory; accepted: {accepted}")
+    try:
+        with tempfile.TemporaryFile(dir=base):  # O_TMPFILE where it exists: no name appears
+            pass
+    except OSError as e:
+        raise PermissionError(f"report path {str(path)!r}: directory {str(base)!r} is not writable "
+                              f"({e.strerror}); accepted: {accepted}") from None
+    return path
+
+
 def write_report(lens: LensLike, path: str | os.PathLike, **kwargs: Any) -> Path:
     """Write the standalone HTML report of ``lens`` to ``path`` (atomically) and return it.
 
@@ -211,10 +237,8 @@ def write_report(lens: LensLike, path: str | os.PathLike, **kwargs: Any) -> Path
 
     The file embeds BokehJS (about 1.3 MB) and PNG thumbnails; it opens offline.
     """
+    path = _writable_path(path)  # before the rendering, which takes a while
     page = render_report(lens, **kwargs)
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"report path {str(path)!r} is a directory; give a file name like report.html")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, page.encode("utf-8"))
     os.chmod(path, 0o644)  # a report is for sharing: readable like any written file
