@@ -16,7 +16,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import pandas as pd
 import torch
 
-from semlens_widgets.results import AttributionGraph, AuditResult, ComponentExamples, LabelResult
+from semlens_widgets.results import AttributionGraph, AuditResult, ComponentExamples, Description, LabelResult
 
 __all__ = ["LensLike", "ComponentSource", "ModelSource"]
 
@@ -79,6 +79,14 @@ class LensLike(Protocol):
 
     def attribution_graph(self, target: Any, layers: Any = None, concepts: Sequence[str] | None = None
                           ) -> AttributionGraph: ...
+
+    def stored_description(self, layer: str, k: int) -> Description | None:
+        """The last ``lens.describe`` of component k (history, best, auc, examples: uint8 images
+        of its candidates), or None; reads the store, computes nothing."""
+
+    def stored_faithfulness(self, layer: str) -> pd.DataFrame | None:
+        """The last ``lens.faithfulness`` table of ``layer`` (``layer, component, label, auc, mad,
+        note``), or None; reads the store, computes nothing."""
 
 
 class ComponentSource(Protocol):

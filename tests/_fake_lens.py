@@ -24,6 +24,7 @@ from semlens_widgets.results import (
     AuditResult,
     Comparison,
     ComponentExamples,
+    Description,
     LabelResult,
 )
 
@@ -274,6 +275,37 @@ class FakeLens:
                         edges.append((s[0], t[0], float(w), float(w)))
         ed = pd.DataFrame(edges, columns=["source", "target", "weight", "signed_weight"])
         return AttributionGraph(target=int(target), layers=layers, nodes=nd, edges=ed)
+
+
+    # ------------------------------------------------------------------ descriptions, faithfulness
+    def stored_description(self, layer: str, k: int) -> Description | None:
+        """A made-up description for even components (None for odd ones: never described)."""
+        self.calls.append(("stored_description", layer, int(k)))
+        self._check_layer(layer)
+        if int(k) % 2:
+            return None
+        lab = self._label_of(layer, int(k)) or self.concepts[0]
+        concepts = [lab, f"red {lab}", f"{lab} on sand"]
+        aucs = [0.7, 0.86, 0.8]
+        history = pd.DataFrame({"round": [0, 1, 1], "concept": concepts, "score": [0.5, 1.2, 0.9], "auc": aucs,
+                                "note": ["", "", ""]})
+        imgs = (self.images(torch.arange(4) + int(k)) * 255).round().to(torch.uint8)
+        return Description(history=history, best=concepts[1], auc=aucs[1], candidates=[concepts[1], concepts[2], lab],
+                           polysemantic=False, senses=[concepts[1]], layer=layer, component=int(k), n_images=16,
+                           examples={c: imgs for c in concepts})
+
+    def stored_faithfulness(self, layer: str) -> pd.DataFrame | None:
+        """A made-up faithfulness table of the first layer (None for the others)."""
+        self.calls.append(("stored_faithfulness", layer))
+        self._check_layer(layer)
+        if layer != self.layers[0]:
+            return None
+        n = self._sizes[layer]
+        labels = [self._label_of(layer, c) for c in range(n)]
+        auc = [None if l is None else 0.5 + 0.45 * ((c * 37) % 11) / 10 for c, l in enumerate(labels)]
+        return pd.DataFrame({"layer": layer, "component": range(n), "label": pd.Series(labels, dtype=object),
+                             "auc": pd.Series(auc, dtype=float), "mad": pd.Series(auc, dtype=float) * 2,
+                             "note": ""})
 
 
 def fake_compare(a: FakeLens, b: FakeLens, layer_a: str, layer_b: str, concepts=None) -> Comparison:

@@ -208,3 +208,47 @@ def test_lens_faithfulness_resumes_after_an_interruption(demo):
     assert reused.calls == []  # the same settings and generator: read from the store
     full = lens.faithfulness("block4", world.generator, labels=labels, n_images=4, seed=1, control=30)
     pd.testing.assert_frame_equal(f, full)  # another generator identity: computed, same images
+
+
+# --------------------------------------------------------------------------- the report section
+
+
+def test_report_shows_the_stored_faithfulness_only_when_computed():
+    import html
+    import re
+
+    from _fake_lens import XSS, FakeLens
+
+    from semlens_widgets.report import render_report
+
+    lens = FakeLens(n_classes=5, concepts=["star", "stripes", XSS, "circle"])
+    table = FakeLens(n_classes=5, concepts=["star", "stripes", XSS, "circle"]).stored_faithfulness("block3")
+    page = render_report(lens, progress=False)
+    body = page[page.rfind("<header>"):]
+    assert '<section id="faithfulness">' in body and 'href="#faithfulness"' in body
+    assert lens.count("stored_faithfulness") == 2  # both layers asked; only block3 has a table
+    scored = table[table.auc.notna()]
+    mean = f"{scored.auc.mean():.3f}"
+    section = body[body.index('<section id="faithfulness">'):]
+    assert mean in section  # the layer's mean label AUC
+    for lab, group in scored.groupby("label"):
+        assert html.escape(lab, quote=True) in section and f"{group.auc.mean():.3f}" in section
+    assert XSS not in page  # labels are escaped
+    weak = scored[scored.auc < 0.6]
+    assert len(re.findall(r"<tr><td>\d+</td>", section.split("labels that do not hold")[1])) == len(weak)
+
+    class NoFaithfulness(FakeLens):
+        def stored_faithfulness(self, layer):
+            return None
+
+    page = render_report(NoFaithfulness(n_classes=5), progress=False)
+    assert '<section id="faithfulness">' not in page and 'href="#faithfulness"' not in page
+
+
+def test_report_of_a_real_lens_reads_its_faithfulness(demo, tmp_path):
+    world, lens = demo
+    f = lens.faithfulness("block4", world.generator, labels={3: "red star", 4: "sand"}, n_images=4, control=20)
+    path = lens.report(tmp_path / "r.html", progress=False)
+    body = path.read_text(encoding="utf-8")
+    section = body[body.index('<section id="faithfulness">'):]
+    assert "red star" in section and f"{f.auc[3]:.3f}" in section

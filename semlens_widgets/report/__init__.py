@@ -10,7 +10,11 @@ One self-contained ``.html`` file that opens in any browser with no kernel and n
   and coloured by category, the per-category summary and the samples behind spurious
   components -- :mod:`.audit`;
 - the **measures per layer** (paper eqs. 7, 9, 10): clarity, polysemanticity and redundancy --
-  :mod:`.measures`.
+  :mod:`.measures`;
+- the **label faithfulness** of every layer whose ``lens.faithfulness`` was computed (the
+  AUC of each component's activation on generated images of its label against dataset
+  samples; the report reads the stored tables and never runs a generator) --
+  :mod:`.faithfulness`.
 
 The plots are bokeh documents embedded with ``bokeh.resources.INLINE`` (BokehJS is written
 into the file, nothing is fetched from a CDN); thumbnails are small PNGs embedded as
@@ -19,7 +23,7 @@ HTML-escaped: a concept called ``<img src=x onerror=alert(1)>`` shows as that te
 
 The report draws only: every number comes from a method of the lens, typed by
 :class:`~semlens_widgets.protocols.LensLike` (``map``, ``search``, ``crops``, ``images``,
-``label``, ``audit``, ``measures``, ``measures_summary``).
+``label``, ``audit``, ``measures``, ``measures_summary``, ``stored_faithfulness``).
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ from ._page import CSS, page_template
 from ._thumbs import Thumbs
 from .audit import audit_html, audit_plot, resolve_audit
 from .map import map_section
+from .faithfulness import faithfulness_section
 from .measures import measures_section
 from .search import search_section
 
@@ -130,6 +135,9 @@ def render_report(
     if res is not None:
         nav.append('<a href="#audit">Audit</a>')
     nav.append('<a href="#measures">Measures</a>')
+    faith_html = faithfulness_section(lens, layers)
+    if faith_html is not None:
+        nav.append('<a href="#faithfulness">Faithfulness</a>')
     variables["header_html"] = (
         f"<header><h1>{e(title)}</h1>"
         f'<div class="small">semlens_widgets {e(__version__)} &middot; generated '
@@ -184,6 +192,12 @@ def render_report(
     variables["measures_title"] = "<h2>Measures per layer</h2>"
     variables["measures_html"] = meas_text
     sections.append(("measures", "Measures", [("html", "measures_html"), ("plot", "semlens_measures")]))
+
+    # label faithfulness (only when computed)
+    if faith_html is not None:
+        variables["faithfulness_title"] = "<h2>Label faithfulness</h2>"
+        variables["faithfulness_html"] = faith_html
+        sections.append(("faithfulness", "Faithfulness", [("html", "faithfulness_html")]))
 
     return file_html(
         roots,
