@@ -13,7 +13,7 @@ Layout of a store directory::
     {"format": "semlens-store", "version": 1,
      "info":    {name: JSON value, ...}            # store-level records (e.g. the Lens identity)
      "entries": {key: {"file", "fingerprint", "sha256", "meta", "shapes", "dtypes",
-                       "package_version", "created"}}}
+                       "package_version", "created", "blocks" (files above 64 MiB)}}}
 
 Every entry records the fingerprint of the inputs that produced it; :meth:`Store.load` with
 another fingerprint answers ``None`` ("not there"), so stale results are never reused.
@@ -25,6 +25,17 @@ the manifest pointing at complete files only (at worst an orphan file nobody ref
 ``.tmp-*`` part, removed by the next save or by :meth:`Store.clear`). The manifest also records
 the sha256 of each file, and a file whose bytes do not match is reported as missing, never
 returned half-read. Nothing is ever pickled and nothing is read with ``torch.load``.
+
+Lazy reads. ``load(key, fp, lazy=True)`` memory-maps a file above 64 MiB instead of reading it
+and returns a :class:`MappedEntry` (a mapping name -> tensor view), so a store over a million
+components opens without reading its gigabytes. Integrity then works per block: a save of such a
+file also records the sha256 of each 64 MiB block (``"blocks"`` in its record); opening checks
+the blocks that hold the safetensors header and the header itself against the record (names,
+shapes, dtypes, byte ranges inside the file), and each tensor's blocks are hashed the first time
+the tensor is taken, once per process, raising :class:`StoreCorruptError` on a mismatch. The
+whole-file sha256 stays what eager loads check (and what lazy loads check, once, for big entries
+saved before block digests existed). Mapping uses the descriptor opened with the checks below
+(no symbolic links, regular files only).
 
 A shared store is untrusted input. The manifest is validated as a whole on every read (its
 structure, field types, and every ``file`` being a plain name of the store's own pattern
@@ -57,6 +68,7 @@ import errno
 import hashlib
 import json
 import math
+import mmap
 import os
 import re
 import socket
@@ -66,8 +78,10 @@ import threading
 import time
 import uuid
 import warnings
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -81,7 +95,7 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = [
     "Store", "StoreLock", "fingerprint", "module_fingerprint", "module_signature", "tensor_digest",
-    "StoreError", "StoreLockedError", "atomic_write_bytes",
+    "StoreError", "StoreLockedError", "StoreCorruptError", "MappedEntry", "atomic_write_bytes",
 ]
 
 MANIFEST = "manifest.json"
@@ -100,6 +114,12 @@ _STEP_LOCK_PREFIX = ".semlens-step-"
 _LOCK_RE = re.compile(r"\.semlens-[A-Za-z0-9._-]+\.lock")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _MAX_MANIFEST_BYTES = 256 << 20  # a bigger manifest is refused (a hostile one could exhaust memory)
+# Lazy reads (Store.load(..., lazy=True)): files above _LAZY_MIN_BYTES are memory-mapped instead
+# of read; such files also record the sha256 of each _BLOCK_BYTES block at save ("blocks"), so a
+# mapped tensor is verified block by block when it is first taken (see MappedEntry).
+_LAZY_MIN_BYTES = 64 << 20
+_BLOCK_BYTES = 64 << 20
+_MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit on a file's JSON header
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO planted under our name must not hang
@@ -126,6 +146,17 @@ class StoreLockedError(StoreError):
     def __init__(self, message: str, *, name: str, pid: int | None, host: str | None):
         super().__init__(message)
         self.name, self.pid, self.host = name, pid, host
+
+
+class StoreCorruptError(StoreError):
+    """The bytes of a memory-mapped entry do not match the digests the store recorded when it
+    saved them (:class:`MappedEntry`: raised when the damaged tensor is first taken). ``key`` and
+    ``tensor`` name what is damaged; deleting the entry (``store.delete(key)``) lets the next run
+    recompute it."""
+
+    def __init__(self, message: str, *, key: str, tensor: str | None):
+        super().__init__(message)
+        self.key, self.tensor = key, tensor
 
 
 def _package_version() -> str:
@@ -351,6 +382,10 @@ _FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
                "a dict of tensor name -> dtype name"),
     "package_version": (lambda v: isinstance(v, str), "a string"),
     "created": (lambda v: isinstance(v, str), "a string"),
+    "blocks": (lambda v: isinstance(v, dict) and set(v) == {"size", "sha256"} and type(v["size"]) is int
+               and v["size"] > 0 and isinstance(v["sha256"], list) and len(v["sha256"]) > 0
+               and all(isinstance(h, str) and _SHA256_RE.fullmatch(h) is not None for h in v["sha256"]),
+               "a dict {'size': block bytes (int > 0), 'sha256': [64 lowercase hex digits per block, ...]}"),
 }
 _REQUIRED = ("file", "fingerprint", "sha256", "shapes", "meta")
 
@@ -653,6 +688,198 @@ def _lock_file_name(name: str) -> str:
     return f"{_STEP_LOCK_PREFIX}{_safe_name(name)[:60]}.{digest}.lock"
 
 
+# ---------------------------------------------------------------------- lazy (memory-mapped) reads
+# safetensors dtype codes -> torch dtypes (a file with another dtype is read eagerly instead)
+_ST_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+# Blocks of mapped files verified in this process: file identity -> block numbers. Store files are
+# never rewritten in place (a save writes a new file), so a verified block stays verified.
+_VERIFIED: dict[tuple, set[int]] = {}
+_VERIFIED_LOCK = threading.Lock()
+
+
+def _block_digests(data: Any, size: int) -> list[str]:
+    """sha256 (hex) of each ``size``-byte block of ``data`` (bytes or a buffer), hashed on up to
+    ``os.cpu_count()`` threads (hashlib releases the GIL on big buffers)."""
+    view = memoryview(data)
+    spans = [(a, min(a + size, len(view))) for a in range(0, len(view), size)] or [(0, 0)]
+    work = lambda ab: hashlib.sha256(view[ab[0]:ab[1]]).hexdigest()  # noqa: E731
+    if len(spans) == 1:
+        return [work(spans[0])]
+    with ThreadPoolExecutor(max_workers=min(len(spans), os.cpu_count() or 1)) as pool:
+        return list(pool.map(work, spans))
+
+
+class _Corrupt(Exception):
+    """A mapped file that is not what its manifest record says (internal: turned into a warning
+    and ``None`` at open, into :class:`StoreCorruptError` at a tensor's first access)."""
+
+
+class MappedEntry(Mapping):
+    """The tensors of one store entry, memory-mapped from its file (:meth:`Store.load` with
+    ``lazy=True`` on a file above 64 MiB): a read-only mapping ``name -> Tensor``.
+
+    Opening reads only the safetensors header, after checking the blocks that hold it against the
+    digests recorded at save and the header against the manifest record (names, shapes, dtypes,
+    byte ranges inside the file). A tensor's bytes are checked the first time it is taken
+    (``entry[name]``): the blocks it spans are hashed (on all cores) and compared with the
+    recorded digests, once per process; a mismatch raises :class:`StoreCorruptError`. Entries
+    saved without block digests (older versions) are checked as a whole file at open.
+
+    The tensors are views of a private (copy-on-write) mapping: writing into them never reaches
+    the file, but other readers of the same ``MappedEntry`` in this process see the change, so
+    clone before modifying. The mapping stays valid when the store later replaces or deletes the
+    entry (the file's inode lives while it is mapped). What the digests guard against is
+    accidental damage (disk errors, a partial copy); a process that can write the store's files
+    can also rewrite its manifest, and truncating a mapped file under a reader crashes it (SIGBUS):
+    share writable stores only with people you trust.
+    """
+
+    def __init__(self, key: str, where: str, mm: mmap.mmap, identity: tuple, blocks: dict | None,
+                 spans: dict[str, tuple[int, int, torch.dtype, tuple[int, ...]]]):
+        self.key, self.where = key, where
+        self._mm, self._identity, self._blocks, self._spans = mm, identity, blocks, spans
+        self._tensors: dict[str, torch.Tensor] = {}
+        self._lock = threading.Lock()
+
+    # ---- Mapping
+    def __getitem__(self, name: str) -> torch.Tensor:
+        t = self._tensors.get(name)
+        if t is not None:
+            return t
+        if name not in self._spans:
+            raise KeyError(name)
+        with self._lock:
+            t = self._tensors.get(name)
+            if t is None:
+                start, end, dtype, shape = self._spans[name]
+                try:
+                    self._verify(start, end)
+                except _Corrupt as e:
+                    raise StoreCorruptError(
+                        f"{self.where}: tensor {name!r} of entry {_short(self.key)} is corrupt ({e}); delete "
+                        f"the entry (store.delete({self.key!r})) so that the next run recomputes it",
+                        key=self.key, tensor=name) from None
+                t = self._tensors[name] = self._view(start, end, dtype, shape)
+        return t
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._spans)
+
+    def __len__(self) -> int:
+        return len(self._spans)
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{n}: {list(s[3])} {str(s[2]).replace('torch.', '')}" for n, s in self._spans.items())
+        return f"MappedEntry({self.key!r}, {{{parts}}})"
+
+    # ---- helpers
+    def shape(self, name: str) -> tuple[int, ...]:
+        """The shape of tensor ``name`` (no data is read)."""
+        return self._spans[name][3]
+
+    def nbytes(self, name: str) -> int:
+        """Bytes of tensor ``name`` in the file (no data is read)."""
+        start, end, _, _ = self._spans[name]
+        return end - start
+
+    def verify(self) -> None:
+        """Check every byte of the file now (raises :class:`StoreCorruptError` on a mismatch)."""
+        try:
+            self._verify(0, len(self._mm))
+        except _Corrupt as e:
+            raise StoreCorruptError(f"{self.where}: entry {_short(self.key)} is corrupt ({e})",
+                                    key=self.key, tensor=None) from None
+
+    def _verify(self, start: int, end: int) -> None:
+        if self._blocks is None:  # checked as a whole at open
+            return
+        verify_blocks(self._mm, self._identity, self._blocks, start, end)
+
+    def _view(self, start: int, end: int, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+        numel = math.prod(shape)
+        if numel == 0:
+            return torch.empty(shape, dtype=dtype)
+        item = torch.empty((), dtype=dtype).element_size()
+        t = torch.frombuffer(self._mm, dtype=dtype, count=numel, offset=start)
+        if start % item:  # pragma: no cover - safetensors aligns its data; copy if a file does not
+            t = t.clone()
+        return t.view(shape)
+
+
+def verify_blocks(mm: Any, identity: tuple, blocks: dict, start: int, end: int) -> None:
+    """Hash the recorded ``blocks`` of a mapped file that overlap bytes ``[start, end)`` (those not
+    verified in this process yet) and compare them with the record; raises ``_Corrupt``."""
+    size, digests = blocks["size"], blocks["sha256"]
+    first, last = start // size, max(start, end - 1) // size
+    with _VERIFIED_LOCK:
+        done = _VERIFIED.setdefault(identity, set())
+        todo = [b for b in range(first, last + 1) if b not in done]
+    if not todo:
+        return
+    view = memoryview(mm)
+    work = lambda b: (b, hashlib.sha256(view[b * size:(b + 1) * size]).hexdigest())  # noqa: E731
+    if len(todo) == 1:
+        got = [work(todo[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
+            got = list(pool.map(work, todo))
+    bad = [b for b, h in got if h != digests[b]]
+    with _VERIFIED_LOCK:
+        _VERIFIED.setdefault(identity, set()).update(b for b, h in got if h == digests[b])
+    if bad:
+        lo = bad[0] * size
+        raise _Corrupt(f"checksum mismatch in bytes {lo}..{min(lo + size, len(view))} of the file")
+
+
+def _mapped_spans(mm: Any, rec: dict) -> dict[str, tuple[int, int, torch.dtype, tuple[int, ...]]] | None:
+    """The byte range, dtype and shape of each tensor of a mapped safetensors file, checked
+    against the manifest record ``rec``; raises ``_Corrupt`` when the header is damaged or does not
+    match, ``None`` when it uses a dtype this reader does not map (the caller reads it eagerly)."""
+    size = len(mm)
+    if size < 8:
+        raise _Corrupt("shorter than a safetensors header")
+    n = int.from_bytes(mm[:8], "little")
+    if n > min(size - 8, _MAX_HEADER_BYTES):
+        raise _Corrupt(f"header length {n} does not fit the file ({size} bytes)")
+    try:
+        header = json.loads(bytes(mm[8:8 + n]).decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        raise _Corrupt(f"unreadable header: {str(e)[:100]}") from None
+    if not isinstance(header, dict):
+        raise _Corrupt("header is not a JSON object")
+    header.pop("__metadata__", None)
+    if set(header) != set(rec["shapes"]):
+        raise _Corrupt(f"tensors {sorted(header)[:8]} differ from the manifest's {sorted(rec['shapes'])[:8]}")
+    base, data_len = 8 + n, size - 8 - n
+    spans, ranges = {}, []
+    dtypes = rec.get("dtypes") or {}
+    for name, info in header.items():
+        if not (isinstance(info, dict) and isinstance(info.get("dtype"), str) and _is_shape(info.get("shape"))
+                and isinstance(info.get("data_offsets"), list) and len(info["data_offsets"]) == 2
+                and all(type(o) is int for o in info["data_offsets"])):
+            raise _Corrupt(f"header record of {name!r} is malformed")
+        dtype = _ST_DTYPES.get(info["dtype"])
+        if dtype is None:
+            return None
+        shape = tuple(info["shape"])
+        if list(shape) != rec["shapes"][name] or (name in dtypes and dtypes[name] != str(dtype).replace("torch.", "")):
+            raise _Corrupt(f"tensor {name!r} is {list(shape)} {info['dtype']} in the file but "
+                           f"{rec['shapes'][name]} {dtypes.get(name)} in the manifest")
+        a, b = info["data_offsets"]
+        if not 0 <= a <= b <= data_len or b - a != math.prod(shape) * torch.empty((), dtype=dtype).element_size():
+            raise _Corrupt(f"byte range {a}..{b} of tensor {name!r} does not fit its shape or the file")
+        spans[name] = (base + a, base + b, dtype, shape)
+        ranges.append((a, b))
+    ranges.sort()
+    if any(b0 > a1 for (_, b0), (a1, _) in zip(ranges, ranges[1:])):
+        raise _Corrupt("tensors overlap in the file")
+    return spans
+
+
 # ---------------------------------------------------------------------- the store
 class Store:
     """Results store: safetensors files + a JSON manifest with fingerprints.
@@ -914,6 +1141,8 @@ class Store:
         fname = f"{_safe_name(key)}.{uuid.uuid4().hex[:12]}.safetensors"
         record["file"] = fname
         record["sha256"] = hashlib.sha256(data).hexdigest()
+        if len(data) > _LAZY_MIN_BYTES:  # big files are memory-mapped by lazy loads: digests per block
+            record["blocks"] = {"size": _BLOCK_BYTES, "sha256": _block_digests(data, _BLOCK_BYTES)}
         stage = "file"
         with self._writers_lock(exclusive=False):
             try:
@@ -943,12 +1172,18 @@ class Store:
                 return  # cannot tell: keep it (an orphan at worst, swept later)
         self._unlink(fname)
 
-    def load(self, key: str, fingerprint: str) -> dict[str, torch.Tensor] | None:
+    def load(self, key: str, fingerprint: str, *, lazy: bool = False) -> Mapping[str, torch.Tensor] | None:
         """The tensors of ``key`` if they were produced with ``fingerprint``, else ``None``.
 
         ``None`` also when the file is missing, unreadable or its bytes do not match the
         recorded sha256 (a warning says so); half data is never returned. An entry file that is
         a symbolic link, a FIFO or a directory raises :class:`StoreError` (never followed).
+
+        ``lazy=True``: a file above 64 MiB is memory-mapped instead of read, and a
+        :class:`MappedEntry` (a read-only mapping name -> tensor view) is returned; its tensors'
+        bytes are checked against per-block digests recorded at save when each tensor is first
+        taken (a mismatch then raises :class:`StoreCorruptError`), the header and the blocks that
+        hold it at once. Smaller files are read as with ``lazy=False`` (a plain dict).
         """
         _check_key(key)
         if self.root is None:
@@ -969,9 +1204,15 @@ class Store:
             warnings.warn(f"store {str(self.root)!r}: entry {key!r} unreadable ({e}); recomputing", stacklevel=2)
             return None
         with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
                 raise StoreError(f"store {str(self.root)!r}: the file {rec['file']!r} of entry {_short(key)} "
                                  f"is not a regular file; a store reads only its own regular files")
+            if lazy and st.st_size > _LAZY_MIN_BYTES:
+                got = self._load_mapped(key, rec, f, st)
+                if got is not False:
+                    return got
+                f.seek(0)
             try:
                 data = f.read()
             except OSError as e:
@@ -993,17 +1234,46 @@ class Store:
             return None
         return out
 
+    def _load_mapped(self, key: str, rec: dict, f: Any, st: os.stat_result) -> MappedEntry | None | bool:
+        """Map the (already opened and checked) file ``f`` of ``key``: a :class:`MappedEntry`,
+        ``None`` (with a warning) when its header or size is damaged, ``False`` when it holds a
+        dtype the mapping does not cover (read it eagerly then)."""
+        where = f"store {str(self.root)!r}"
+        blocks = rec.get("blocks")
+        identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, rec["sha256"])
+        try:
+            if blocks is not None and len(blocks["sha256"]) != -(-st.st_size // blocks["size"]):
+                raise _Corrupt(f"{st.st_size} bytes, but {len(blocks['sha256'])} blocks of {blocks['size']} recorded")
+            try:  # private mapping: writes into the tensors stay in this process
+                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            except (OSError, ValueError) as e:
+                warnings.warn(f"{where}: entry {key!r} cannot be memory-mapped ({e}); reading it", stacklevel=3)
+                return False
+            if blocks is None:  # saved without block digests: the whole file once per process
+                verify_blocks(mm, identity, {"size": max(1, st.st_size), "sha256": [rec["sha256"]]}, 0, st.st_size)
+            else:
+                n = int.from_bytes(mm[:8], "little") if st.st_size >= 8 else 0
+                verify_blocks(mm, identity, blocks, 0, min(st.st_size, 8 + min(n, _MAX_HEADER_BYTES)))
+            spans = _mapped_spans(mm, rec)
+        except _Corrupt as e:
+            warnings.warn(f"{where}: file of entry {key!r} is corrupt ({e}); recomputing", stacklevel=3)
+            return None
+        if spans is None:
+            return False
+        return MappedEntry(key, where, mm, identity, blocks, spans)
+
     def cached(self, key: str, fingerprint: str, compute: Callable[[], dict[str, torch.Tensor]],
-               *, meta: dict | None = None) -> dict[str, torch.Tensor]:
-        """The tensors of ``key`` for ``fingerprint``: loaded when stored, else ``compute()``,
-        saved (atomically, with ``meta``) and returned. The one load-else-compute-and-save
-        helper of the package. Computes under the step lock ``key`` after a second look, so
-        when two processes race, the second waits and loads what the first saved."""
-        got = self.load(key, fingerprint)
+               *, meta: dict | None = None, lazy: bool = False) -> Mapping[str, torch.Tensor]:
+        """The tensors of ``key`` for ``fingerprint``: loaded when stored (``lazy``: as in
+        :meth:`load`), else ``compute()``, saved (atomically, with ``meta``) and returned. The one
+        load-else-compute-and-save helper of the package. Computes under the step lock ``key``
+        after a second look, so when two processes race, the second waits and loads what the
+        first saved."""
+        got = self.load(key, fingerprint, lazy=lazy)
         if got is not None:
             return got
         with self.lock(key):
-            got = self.load(key, fingerprint)
+            got = self.load(key, fingerprint, lazy=lazy)
             if got is None:
                 got = compute()
                 self.save(key, got, fingerprint, meta=meta)
