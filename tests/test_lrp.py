@@ -354,6 +354,10 @@ def test_make_composite_and_resolve_errors():
         make_composite(NormNet(), example_input=torch.rand(1, 3, 16, 16))
     with pytest.raises(ValueError, match=r"operations without LRP rules.*unit"):
         resolve_composite(NormNet(), example_input=torch.rand(1, 3, 16, 16))
+    # without an example input the refusal comes at the first forward pass in the context
+    lazy = make_composite(NormNet())
+    with pytest.raises(ValueError, match=r"operations without LRP rules.*unit \(_UnitNorm\)"):
+        _logit_relevance(NormNet(), lazy, torch.rand(1, 3, 16, 16))
     with pytest.raises(TypeError, match="must be a torch.nn.Module"):
         canonizers_for("resnet")
     with pytest.raises(TypeError, match="composite must be None, a rule name"):

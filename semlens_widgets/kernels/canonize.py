@@ -244,7 +244,8 @@ class _AttentionRule(torch.autograd.Function):
         return r_q, r_k, r_v, None, None
 
 
-_OWN_FUNCTIONS = (_SumRule, _GateMul, _ShareMul, _PassOp, _MatmulRule, _SoftmaxRule, _AttentionRule)
+for _fn in (_SumRule, _GateMul, _ShareMul, _PassOp, _MatmulRule, _SoftmaxRule, _AttentionRule):
+    _fn.lrp_rule = True  # an autograd function that is an LRP rule (the audit accepts it)
 
 
 def _inplace(name: str) -> bool:
@@ -568,8 +569,8 @@ def trace_model(model: nn.Module, example_input: torch.Tensor | tuple, composite
         if not in_rule[0]:
             for t in _tensors(output):
                 fn = t.grad_fn
-                if isinstance(fn, torch.autograd.function.BackwardCFunction) and (
-                    getattr(fn, "_forward_cls", None) not in _OWN_FUNCTIONS
+                if isinstance(fn, torch.autograd.function.BackwardCFunction) and not getattr(
+                    getattr(fn, "_forward_cls", None), "lrp_rule", False
                 ):
                     entry = f"{label(name)}: custom autograd function {type(fn).__name__}"
                     if entry not in unsupported:
@@ -629,10 +630,20 @@ class TracedMergeBatchNorm:
         return TracedMergeBatchNorm(self.example_input, self._cache)
 
     def merges_for(self, model: nn.Module, example_input: Any) -> list[tuple[str, str]]:
-        """The ``(linear, batchnorm)`` name pairs of ``model`` (traced once, then cached)."""
+        """The ``(linear, batchnorm)`` name pairs of ``model`` (traced once, then cached).
+
+        Raises ValueError, naming module and operation, when the trace finds operations
+        without LRP rules (the refusal for a composite made without an example input)."""
         if model not in self._cache:
-            self._cache[model] = trace_model(model, example_input).merges
-        return self._cache[model]
+            self._cache[model] = trace_model(model, example_input)
+        trace = self._cache[model]
+        if trace.unsupported:
+            raise ValueError(
+                f"model {type(model).__name__} has operations without LRP rules: {trace.unsupported[:5]}"
+                f"{' ...' if len(trace.unsupported) > 5 else ''}; use crop='activation' (or 'full') for it, "
+                "or pass a composite / canonizers that cover them"
+            )
+        return trace.merges
 
     def apply(self, root_module: nn.Module) -> list:
         inst = self.copy()

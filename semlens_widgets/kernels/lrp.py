@@ -199,9 +199,10 @@ def make_composite(
             BatchNorm merging; :class:`~.canonize.FunctionalRules` is added to it unless present
             (plain gradients through a residual sum are not LRP).
         example_input: a model input (a few samples are enough); with ``check`` the model is
-            traced on it and refused if it has operations without LRP rules.
-        check: refuse models with operations without LRP rules (needs ``example_input``; without
-            one the static :func:`unsupported_modules` check runs).
+            traced on it now and refused if it has operations without LRP rules. Without it the
+            default canonizers trace on the first forward pass inside the composite context
+            and refuse there.
+        check: refuse models with operations without LRP rules (with ``example_input``).
 
     Returns:
         the zennit composite (an instance of the class named in :data:`RULES`).
@@ -219,7 +220,7 @@ def make_composite(
     if zero_bias:
         _conserving_zplus(composite)
         _zero_biases(composite)
-    if check:
+    if check and example_input is not None:
         _refuse_unsupported(model, example_input, composite)
     return composite
 
@@ -271,7 +272,8 @@ def resolve_composite(model: nn.Module, composite: Any = None, canonizers: list 
     out.handles = RemovableHandleList()
     own = list(getattr(composite, "canonizers", None) or [])
     out.canonizers = _with_rules(model, canonizers if canonizers is not None else (own or None), example_input)
-    _refuse_unsupported(model, example_input, out)
+    if example_input is not None:
+        _refuse_unsupported(model, example_input, out)
     return out
 
 
@@ -446,6 +448,8 @@ def component_start(activation: torch.Tensor, components: torch.Tensor, *, absol
 class _RuleFn(torch.autograd.Function):
     """A module with a zennit rule as one autograd node: the module's forward runs without a
     graph, the backward is the rule (``hook.backward``) on the saved input."""
+
+    lrp_rule = True  # the audit of canonize.trace_model accepts it
 
     @staticmethod
     def forward(ctx, x, fwd, hook, module):  # noqa: D102
