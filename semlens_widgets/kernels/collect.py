@@ -16,6 +16,7 @@ holds, so a checkpoint of a pass is a copy of it, and the top-m of disjoint shar
 """
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import dataclass
@@ -37,7 +38,11 @@ __all__ = [
     "collect_topm",
     "merge_topm",
     "merge_states",
+    "PRECISIONS",
 ]
+
+#: numeric precisions of the collection pass (see :func:`collect_topm`)
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 
 # ----------------------------------------------------------------------------- results
@@ -450,8 +455,9 @@ def _input_dtype(model: nn.Module) -> torch.dtype:
 
 
 def _check_images(x: torch.Tensor, idx: torch.Tensor, state: RunningTopM, bnum: int) -> None:
-    """One batch of images ``x [B, C, H, W]`` of samples ``idx [B]`` (CPU): floating point, the
-    size of the pass's first image, finite (checked where x lives, see :meth:`RunningTopM.flag`)."""
+    """One batch of images ``x [B, C, H, W]`` of samples ``idx [B]`` (both where the pass runs):
+    floating point, the size of the pass's first image, finite (checked where x lives, see
+    :meth:`RunningTopM.flag`: on an accelerator without waiting for it)."""
     if not x.is_floating_point():
         raise TypeError(
             f"batch {bnum} (dataset items {_some(idx)}) has images of dtype {x.dtype}; the model eats "
@@ -469,6 +475,23 @@ def _check_images(x: torch.Tensor, idx: torch.Tensor, state: RunningTopM, bnum: 
         )
     bad = ~torch.isfinite(x).flatten(1).all(dim=1)  # [B]
     state.flag("non_finite", idx, bad, now=bnum == 0)
+
+
+@contextlib.contextmanager
+def _precision(device: torch.device, precision: str):
+    """The numeric precision of a collection pass (:data:`PRECISIONS`): TF32 on or off for CUDA
+    convolutions and matrix products (restored afterwards), autocast for bf16 / fp16."""
+    cuda = device.type == "cuda"
+    if cuda:
+        saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    cast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    try:
+        with torch.autocast(device.type, dtype=cast) if cast is not None else contextlib.nullcontext():
+            yield
+    finally:
+        if cuda:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def collect_topm(
@@ -490,6 +513,9 @@ def collect_topm(
     check_labels: bool = False,
     saes: dict[str, nn.Module] | None = None,
     keep_state: bool = False,
+    pin_memory: bool | None = None,
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> CollectResult | RunningTopM:
     """Top-m samples per component of every requested layer, in one pass (paper, Methods:
     concept examples, ``E_k = top_m(M_k^l, D)``).
@@ -531,6 +557,18 @@ def collect_topm(
         keep_state: return the running state (a :class:`RunningTopM`, verified, possibly of a
             part of the data, possibly empty) instead of its :class:`CollectResult`: a shard
             of a sharded pass, merged later with :func:`merge_states`.
+        pin_memory: the DataLoader built from a dataset pins its batches (page-locked host
+            memory: the copies to the device are asynchronous); None: on CUDA devices.
+        precision: ``"fp32"`` (default: exact float32; on CUDA TF32 is switched off for the
+            pass), ``"tf32"`` (CUDA's TF32 convolutions and matrix products, PyTorch's default for
+            convolutions), ``"bf16"`` / ``"fp16"`` (autocast). Reduced precisions reorder
+            near-equal activations: measured on EfficientNet-Lite0 (real weights, 256 photos,
+            CPU bf16 autocast), the top-10 set of about half of the components changed (94 %
+            of the examples kept), with swapped-in samples up to 8 % of the component's maximum
+            below the fp32 m-th value, i.e. not ties; use them for speed, knowing that.
+        channels_last: feed the images in channels-last memory format (faster convolutions on
+            tensor cores when the model's weights are channels-last too, e.g.
+            ``model.to(memory_format=torch.channels_last)``; the model is not changed here).
 
     Returns:
         :class:`CollectResult`; every ``TopM`` has ``indices/values [C, min(m, N)]`` on the
@@ -548,7 +586,10 @@ def collect_topm(
         raise ValueError(f"checkpoint_every must be None or an int >= 1 (batches), got {checkpoint_every!r}")
     if checkpoint is not None and not callable(checkpoint):
         raise TypeError(f"checkpoint must be callable (state) or None, got {type(checkpoint).__name__}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; accepted: {list(PRECISIONS)}")
     device = torch.device(device)
+    pin = device.type == "cuda" if pin_memory is None else bool(pin_memory)
     on = model_device(model)
     if on is not None and on.type != device.type:
         raise ValueError(
@@ -557,7 +598,7 @@ def collect_topm(
         )
 
     resolved = resolve_layers(model, layers, saes)
-    loader, dataset = build_loader(dataset_or_loader, batch_size, num_workers, indices)
+    loader, dataset = build_loader(dataset_or_loader, batch_size, num_workers, indices, pin_memory=pin)
     n_total = len(dataset)  # type: ignore[arg-type]
     if n_total == 0:
         raise ValueError("the dataset is empty (len 0); collect_topm needs at least one sample")
@@ -572,7 +613,7 @@ def collect_topm(
         visited = state.visits.cpu() > 0
         order = range(n_total) if indices is None else indices
         todo = [int(i) for i in order if not visited[int(i)]]
-        loader, dataset = build_loader(dataset_or_loader, batch_size, num_workers, todo)
+        loader, dataset = build_loader(dataset_or_loader, batch_size, num_workers, todo, pin_memory=pin)
     if uses_default_collate(loader):
         # Items reach the model as they are: check the first one for a clear message (a custom
         # collate_fn may legitimately turn non-tensor items into tensors; its batches are
@@ -597,7 +638,7 @@ def collect_topm(
     n_batches = len(loader)
     last = _clock()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), _precision(device, precision):
             for i, (idx, batch) in enumerate(
                 tqdm(loader, total=state.batches + n_batches, initial=state.batches, desc="collect top-m",
                      disable=not progress, unit="batch")
@@ -614,9 +655,14 @@ def collect_topm(
                         f"batch {bnum} has images of shape {tuple(x.shape)}; expected "
                         "[B, C, H, W] (rank 3 [C, H, W] per item)"
                     )
-                _check_images(x, idx, state, bnum)
+                # copy first, then check where the batch lives: on an accelerator the finiteness
+                # check is recorded there (no host sync per batch, see RunningTopM.flag)
                 idx = idx.to(device, non_blocking=True)
-                x = x.to(device, dtype=in_dtype, non_blocking=True)
+                x = x.to(device, non_blocking=True)
+                _check_images(x, idx, state, bnum)
+                x = x.to(in_dtype)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 for rec in recorders.values():
                     rec.reset()
                 output = model(x)

@@ -132,13 +132,15 @@ def check_item(item: Any) -> None:
 
 
 def build_loader(dataset_or_loader: Any, batch_size: int, num_workers: int,
-                 indices: Sequence[int] | None = None) -> tuple[DataLoader, Dataset]:
+                 indices: Sequence[int] | None = None, *, pin_memory: bool = False) -> tuple[DataLoader, Dataset]:
     """A DataLoader whose batches are ``(LongTensor[B] global indices, collated batch)``, and
     the original dataset.
 
     A dataset is read in order, or, with ``indices``, only the samples of that list in its
     order (a shard of a sharded run, the unvisited samples of a resumed pass): the indices stay
     global. ``indices`` needs a dataset, not a DataLoader (whose sampler decides the order).
+    ``pin_memory``: a loader built from a dataset pins its batches (for asynchronous copies to
+    a CUDA device).
 
     A DataLoader is rebuilt over the index-wrapped dataset with the same sampler /
     batch_sampler, batch_size, drop_last, num_workers, collate_fn, pin_memory and worker
@@ -200,6 +202,7 @@ def build_loader(dataset_or_loader: Any, batch_size: int, num_workers: int,
         sampler=None if indices is None else list(indices),
         num_workers=num_workers,
         collate_fn=_IndexedCollate(None),
+        pin_memory=bool(pin_memory),
     )
     return loader, dataset
 
