@@ -49,11 +49,15 @@ from semlens_widgets.lens_layers import LayerSet
 from semlens_widgets.results import ComponentExamples, TopM
 from semlens_widgets.store import Store, StoreError
 
-__all__ = ["CROP_MODES", "REL_THRESHOLD", "PipelineConfig", "Pipeline", "LrpSetup", "lrp_setup", "cached_in_chunks",
+__all__ = ["CROP_MODES", "REL_THRESHOLD", "ACT_THRESHOLD", "ACT_PROBES", "PipelineConfig", "Pipeline", "LrpSetup", "lrp_setup", "cached_in_chunks",
            "step_lock"]
 
 CROP_MODES = ("crp", "activation", "full")
 REL_THRESHOLD = 0.01  # crop box: pixels with relevance >= 1% of the max
+# crop="activation": pixels whose activation is at least 25% of the way from the component's
+# typical level (median over ACT_PROBES evenly spaced samples) to its peak on the image
+ACT_THRESHOLD = 0.25
+ACT_PROBES = 64
 
 
 @dataclass(frozen=True)
@@ -203,7 +207,8 @@ class Pipeline:
             crop_setup=(REL_THRESHOLD, lrp.id if crp else None,
                         # CRP starts at the peak neuron for max poolings (crops.crp_heatmaps)
                         ("peak" if config.pooling in ("max", "absmax") else "map") if crp else None,
-                        config.pooling if config.crop_mode == "activation" else None),
+                        (config.pooling, "above-typical", ACT_THRESHOLD, ACT_PROBES)
+                        if config.crop_mode == "activation" else None),
             fm=dict(fm.identity), display=data.display_id, crop_side=self.crop_side,
             saes=layers.sae_identities(),
         )
@@ -213,6 +218,9 @@ class Pipeline:
         self._V: dict[str, torch.Tensor] = {}       # layer -> [C, m_eff, d] float16
         self._theta: dict[str, torch.Tensor] = {}   # layer -> [C, d] float32
         self._samples: dict[str, Any] = {}
+        self._levels: dict[str, torch.Tensor] = {}  # layer -> [C] typical activation (crop="activation")
+        self._warned: set[str] = set()               # layers warned about full-image activation crops
+        self._shapes: dict[str, list] = {}          # layer -> per-sample output shape (collection)
 
     @property
     def crop_side(self) -> int:
@@ -262,6 +270,7 @@ class Pipeline:
             else:
                 meta = distributed.meta(self.store, entry.key)["meta"]
                 self._topm[layer] = TopM(got["indices"], got["values"], int(meta["m"]), int(meta["n_seen"]))
+                self._shapes[layer] = list(meta.get("shape", []))
         return missing, self._load(self.keys.samples())
 
     def _collect(self) -> None:
@@ -321,6 +330,7 @@ class Pipeline:
                       "pooling": cfg.pooling},
             )
             self._topm[layer] = TopM(topm.indices.long().cpu(), topm.values.float().cpu(), topm.m, topm.n_seen)
+            self._shapes[layer] = list(res.shapes.get(layer, ()))
         samples = {"n_samples": torch.tensor([res.n_samples])}
         if res.labels is not None:
             samples["labels"] = res.labels.long().cpu()
@@ -406,6 +416,27 @@ class Pipeline:
                 desc=f"crops {layer}", progress=self.config.progress, meta={"crop_mode": self.config.crop_mode},
             )
         self._boxes[layer] = got["boxes"].long()
+        if self.config.crop_mode == "activation":
+            self._warn_full_crops(layer)
+
+    def _warn_full_crops(self, layer: str) -> None:
+        """Warn once per layer when most activation crops of a spatial layer are the whole image
+        (the crops then show the data, not the component)."""
+        shape = self._shapes.get(layer) or []
+        spatial = (len(shape) == 3 and shape[1] * shape[2] > 1) or (len(shape) == 2 and shape[0] > 1)
+        if not spatial or layer in self._warned:
+            return
+        _, h, w = self.data.input_shape
+        b = self._boxes[layer]
+        share = float(((b[..., 0] == 0) & (b[..., 1] == 0) & (b[..., 2] == w) & (b[..., 3] == h)).float().mean())
+        if share >= 0.5:
+            self._warned.add(layer)
+            warnings.warn(
+                f"crop='activation': {share:.0%} of the concept-example crops of layer {layer!r} are the full "
+                f"image (its components' maps are as high everywhere on their examples as at their peak), so "
+                f"the embeddings describe whole images; crop='crp' (relevance) or another layer may crop better",
+                stacklevel=4,
+            )
 
     def heatmaps_of(self, layer: str, x: torch.Tensor, comps: torch.Tensor) -> torch.Tensor:
         """``x [n, C, H, W]`` model inputs (on the device), ``comps [n]`` -> heatmaps ``[n, H, W]``
@@ -425,11 +456,33 @@ class Pipeline:
         flat_idx = idx.reshape(-1)
         flat_comp = comps[:, None].expand(c, me).reshape(-1)
         out = torch.empty(flat_idx.numel(), 4, dtype=torch.long)
+        act = self.config.crop_mode == "activation"
+        levels = self._activation_levels(layer) if act else None
         for pos, uniq, inv in _sorted_batches(flat_idx, self.config.batch_size):
             x = self.data.model_inputs(uniq).to(self.device)[inv.to(self.device)]
             heat = self.heatmaps_of(layer, x, flat_comp[pos])
-            out[pos] = boxes_from_heatmaps(heat, rel_threshold=REL_THRESHOLD).long().cpu()
+            if act:  # the part of the map above the component's typical level, not above 0
+                boxes = boxes_from_heatmaps(heat, rel_threshold=ACT_THRESHOLD, baseline=levels[flat_comp[pos]])
+            else:
+                boxes = boxes_from_heatmaps(heat, rel_threshold=REL_THRESHOLD)
+            out[pos] = boxes.long().cpu()
         return out.view(c, me, 4)
+
+    def _activation_levels(self, layer: str) -> torch.Tensor:
+        """``[C]`` the typical level of each component of ``layer`` (median of its activation
+        map over ``ACT_PROBES`` evenly spaced samples; kernels.crops.activation_levels), what
+        crop="activation" measures a crop from: without a ReLU, 0 is an arbitrary point of the
+        range and a 1%-of-the-peak rule keeps the whole image."""
+        from semlens_widgets.kernels.crops import activation_levels
+
+        got = self._levels.get(layer)
+        if got is None:
+            n = len(self.data)
+            probe = torch.unique(torch.linspace(0, n - 1, min(n, ACT_PROBES)).round().long())
+            x = self.data.model_inputs(probe).to(self.device)
+            got = self._levels[layer] = activation_levels(self.model, x, layer, self.config.pooling,
+                                                          saes=self.layers.saes)
+        return got
 
     # ---------------------------------------------------------------- step 3: embeddings
     def _embed_crops(self, idx: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

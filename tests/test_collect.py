@@ -585,3 +585,21 @@ def test_lens_refuses_labels_outside_the_model_classes_at_run(tiny_fm, tmp_path)
 def test_lens_checkpoint_every_is_checked(tiny_fm, every):
     with pytest.raises(ValueError, match=rf"checkpoint_every must be None .* or an int >= 1 .*got {re.escape(repr(every))}"):
         _lens(_Interrupting(), tiny_fm, None, checkpoint_every=every)
+
+
+def test_deferred_checks_raise_at_verify_naming_the_items():
+    """On an accelerator the per-batch checks are recorded on the device (no host sync) and
+    raised by verify() -- before every checkpoint and in result(): nothing bad is handed out."""
+    from semlens_widgets.kernels.collect import RunningTopM
+
+    state = RunningTopM(["fc"], 2, 10, torch.device("cpu"))
+    state.flag("non_finite", torch.tensor([4, 5, 6]), torch.tensor([False, True, False]), now=False)
+    state.flag("non_finite", torch.tensor([7, 8]), torch.tensor([False, False]), now=False)
+    with pytest.raises(ValueError, match=r"dataset items \[5\] have non-finite pixel values"):
+        state.verify()
+    state = RunningTopM(["fc"], 2, 10, torch.device("cpu"))
+    state.num_classes = 3
+    state.labels[torch.tensor([1, 9])] = torch.tensor([4, -2])
+    state.flag("label", torch.tensor([0, 1, 9]), torch.tensor([False, True, True]), now=False)
+    with pytest.raises(ValueError, match=r"dataset items \[1, 9\] have labels \[-2, 4\].*\[0, 3\)"):
+        state.verify()

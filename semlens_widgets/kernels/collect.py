@@ -210,9 +210,10 @@ class RunningTopM:
 
     # ------------------------------------------------------------------ checks
     def flag(self, kind: str, idx: torch.Tensor, bad: torch.Tensor, now: bool) -> None:
-        """Samples ``idx [B]`` where ``bad [B]`` failed check ``kind``: raised now when ``now`` (or
-        when ``bad`` is on the CPU: no device to wait for), else recorded for :meth:`verify`."""
-        if now or bad.device.type == "cpu":
+        """Samples ``idx [B]`` where ``bad [B]`` failed check ``kind``: raised now when ``now``, else
+        recorded on the device for :meth:`verify` (no host sync). Callers pass ``now`` when
+        ``bad`` is on the CPU (nothing to wait for) or for the first batch."""
+        if now:
             if bool(bad.any()):
                 self._raise(kind, idx.to(bad.device)[bad].cpu())
             return
@@ -290,7 +291,8 @@ class RunningTopM:
             else:
                 self.labels[idx] = lab.to(self.labels.device, non_blocking=True)
                 if check_labels and logits is not None:
-                    self.flag("label", idx, (lab < 0) | (lab >= self.num_classes), now=bnum == 0)
+                    bad = (lab < 0) | (lab >= self.num_classes)
+                    self.flag("label", idx, bad, now=bnum == 0 or bad.device.type == "cpu")
         if self.have_predictions:
             if logits is None or logits.shape[0] != bsz:
                 self.have_predictions = False
@@ -474,7 +476,7 @@ def _check_images(x: torch.Tensor, idx: torch.Tensor, state: RunningTopM, bnum: 
             f"{state.input_shape}: {SAME_SIZE}"
         )
     bad = ~torch.isfinite(x).flatten(1).all(dim=1)  # [B]
-    state.flag("non_finite", idx, bad, now=bnum == 0)
+    state.flag("non_finite", idx, bad, now=bnum == 0 or bad.device.type == "cpu")
 
 
 @contextlib.contextmanager

@@ -35,6 +35,7 @@ from .lrp import component_start, resolve_composite, start_relevance
 __all__ = [
     "crp_heatmaps",
     "activation_heatmaps",
+    "activation_levels",
     "boxes_from_heatmaps",
     "crop_resize",
     "CROP_RULES",
@@ -303,6 +304,48 @@ def activation_heatmaps(
     return maps.cpu()
 
 
+def activation_levels(
+    model: nn.Module,
+    images: torch.Tensor,
+    layer: str,
+    pooling: str = "max",
+    saes: dict[str, nn.Module] | None = None,
+) -> torch.Tensor:
+    """The typical level of every component's activation map: the median over all positions of
+    its maps (:func:`component_maps`, ``|map|`` for the abs poolings) on ``images``, e.g. a fixed
+    sample of the dataset. An activation crop is measured from this level, not from 0: without a
+    ReLU (raw convs, BatchNorm outputs, tokens) 0 is an arbitrary point of the range.
+
+    Args: as :func:`activation_heatmaps` (``images [n, C, H, W]`` model inputs).
+    Returns: FloatTensor ``[C]`` on the CPU.
+    """
+    _check_images(images)
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; accepted: {list(POOLINGS)}")
+    if images.shape[0] == 0:
+        raise ValueError("activation_levels needs at least one image")
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), LayerCapture(model, [layer], saes=saes) as capture:
+            model(images.to(device))
+            capture.check()
+            acts = capture.outputs[layer].float()
+    finally:
+        model.train(was_training)
+    g = component_maps(acts[:1], torch.zeros(1, dtype=torch.long), layer)  # checks the layout: [1, h, w]
+    if acts.dim() == 4:
+        values = acts.transpose(0, 1).flatten(1)  # [C, n*h*w]
+    elif acts.dim() == 3:  # tokens: the patch tokens only (the same as component_maps)
+        values = acts[:, acts.shape[1] - g.shape[1] * g.shape[2]:].permute(2, 0, 1).flatten(1)
+    else:
+        values = acts.t()
+    if pooling.startswith("abs"):
+        values = values.abs()
+    return values.median(dim=1).values.cpu()
+
+
 # ----------------------------------------------------------------------------- boxes and crops
 
 
@@ -341,6 +384,7 @@ def boxes_from_heatmaps(
     *,
     crop_rule: str = "threshold",
     kernel_size: int | None = None,
+    baseline: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Crop boxes from heatmaps (DESIGN eq. 1 crop), by one of two rules.
 
@@ -363,6 +407,9 @@ def boxes_from_heatmaps(
         rel_threshold: in ``[0, 1]``; None: the rule's default (:data:`CROP_RULES`).
         crop_rule: ``"threshold"`` or ``"zennit_crp"``.
         kernel_size: odd Gaussian kernel side for ``"zennit_crp"``.
+        baseline: ``[n]`` levels subtracted from the heatmaps first (activation maps: each
+            component's typical level, :func:`activation_levels`, so the rule reads the part
+            above it); None: 0.
 
     Returns:
         LongTensor ``[n, 4]`` ``(x0, y0, x1, y1)`` with x1, y1 exclusive (``image[:, y0:y1,
@@ -379,6 +426,11 @@ def boxes_from_heatmaps(
         raise ValueError(f"rel_threshold must be a number in [0, 1], got {rel_threshold!r}")
     n, height, width = heatmaps.shape
     heat = heatmaps.float()
+    if baseline is not None:
+        if not isinstance(baseline, torch.Tensor) or baseline.shape != (n,):
+            got = tuple(baseline.shape) if isinstance(baseline, torch.Tensor) else type(baseline).__name__
+            raise ValueError(f"baseline must be None or a Tensor [n] = [{n}], got {got}")
+        heat = heat - baseline.to(heat.device, torch.float32)[:, None, None]
     if crop_rule == "zennit_crp":
         from torchvision.transforms.functional import gaussian_blur
 
