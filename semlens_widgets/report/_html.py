@@ -1,4 +1,5 @@
-"""HTML and plot helpers of the report: escaping, tables, tooltips, point sizes, progress."""
+"""HTML and plot helpers of the report: escaping, tables, bars, colours, point sizes, progress,
+and the side panel ("peek") that shows the crops of the component under the mouse in a plot."""
 from __future__ import annotations
 
 import html
@@ -9,17 +10,22 @@ import numpy as np
 import pandas as pd
 
 AUDIT_COLORS = {
-    "valid": "#2ca02c",
-    "spurious": "#d62728",
-    "both": "#ff7f0e",
-    "unexpected": "#7f7f7f",
+    "valid": "#59a14f",
+    "spurious": "#e15759",
+    "both": "#edc948",
+    "unexpected": "#9e9e9e",
 }
+# The categorical palette of the widgets (js/lib/theme.js): 30 colours that stay distinct on a
+# light page; labels beyond it share OTHER_COLOR, components without a label UNLABELLED_COLOR.
+PALETTE = [
+    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#7868e0",
+    "#c82080", "#787000", "#f890f8", "#00e0b0", "#c8c080", "#a8d048", "#00c8f8", "#a8a8f8", "#307858", "#a85820",
+    "#f8a878", "#a840b0", "#0078d8", "#b04868", "#7860a8", "#48d878", "#f878b0", "#98d098", "#788850", "#f0b0f0",
+]
+UNLABELLED_COLOR = "#c4c4c4"
+OTHER_COLOR = "#6b6b6b"
 UNLABELLED = "(unlabelled)"
 OTHER = "(other labels)"
-# 1x1 transparent PNG: the hover image of components without a thumbnail (never a broken icon).
-BLANK_PNG = (
-    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
-)
 
 
 def e(value: Any) -> str:
@@ -48,6 +54,13 @@ def fmt(value: Any, digits: int = 3) -> str:
     return e(value)
 
 
+def pct(value: float, digits: int = 0) -> str:
+    """A share in [0, 1] as a percentage ("–" when missing)."""
+    if is_missing(value):
+        return "–"
+    return f"{100.0 * float(value):.{digits}f}%"
+
+
 def table(df: pd.DataFrame, columns: Sequence[str], *, css: str = "data", digits: int = 3) -> str:
     cols = [c for c in columns if c in df.columns]
     head = "".join(f"<th>{e(c)}</th>" for c in cols)
@@ -58,10 +71,17 @@ def table(df: pd.DataFrame, columns: Sequence[str], *, css: str = "data", digits
     return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
+def bar(share: float, text: str, color: str = "#4c78a8") -> str:
+    """A horizontal bar of ``share`` (0..1) with ``text`` beside it (not on it)."""
+    w = 0.0 if is_missing(share) else max(0.0, min(1.0, float(share))) * 100.0
+    return (f'<span class="bar"><span style="width:{w:.1f}%;background:{color}"></span></span>'
+            f'<span class="num">{e(text)}</span>')
+
+
 def names_list(names: Sequence[Any]) -> str:
     if not names:
         return "<em>none</em>"
-    return ", ".join(f'<span class="concept">{e(n)}</span>' for n in names)
+    return " ".join(f'<span class="concept">{e(n)}</span>' for n in names)
 
 
 def class_name(lens: Any, target: int) -> str:
@@ -71,22 +91,18 @@ def class_name(lens: Any, target: int) -> str:
     return f"class {int(target)}"
 
 
-def hover_template(fields: Sequence[tuple[str, str]]) -> str:
-    """Custom bokeh tooltip: a thumbnail plus (name, @field) rows. Bokeh HTML-escapes
-    ``@field`` values (no ``{safe}`` anywhere), so labels in the data show as text."""
-    rows = "".join(
-        f'<div><span style="color:#666">{name}:</span> <span>{field}</span></div>'
-        for name, field in fields
-    )
-    return (
-        '<div style="max-width:320px">'
-        '<img src="@thumb" style="display:block;max-height:64px;margin-bottom:4px" alt="">'
-        f"{rows}</div>"
-    )
-
-
-def img_tag(uri: str, alt: str, css: str = "thumbs") -> str:
-    return f'<img class="{css}" src="{e(uri)}" alt="{e(alt)}">'
+def category_colors(labels: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """Colours of label categories: the ``len(PALETTE)`` most frequent labels get distinct
+    colours, the rest are merged into :data:`OTHER`, :data:`UNLABELLED` is grey.
+    Returns (group of each item, factors, palette)."""
+    counts = pd.Series([t for t in labels if t != UNLABELLED]).value_counts()
+    top = list(counts.index[: len(PALETTE)])
+    keep = set(top)
+    group = [t if (t in keep or t == UNLABELLED) else OTHER for t in labels]
+    present = set(group)
+    factors = top + [f for f in (OTHER, UNLABELLED) if f in present]
+    palette = PALETTE[: len(top)] + [OTHER_COLOR if f == OTHER else UNLABELLED_COLOR for f in factors[len(top):]]
+    return group, factors, palette
 
 
 def sizes(relevance: np.ndarray) -> np.ndarray:
@@ -105,10 +121,97 @@ def progress_bar(iterable, total: int, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, leave=False)
 
 
-def scatter_figure(name: str, title: str, n: int):
-    """The bokeh figure of a scatter plot of ``n`` points (the map, the audit): pan and wheel
-    zoom, WebGL above 5,000 points."""
+def shorten_gaps(values: np.ndarray, frac: float = 0.08) -> np.ndarray:
+    """Display coordinates of one map axis: every empty gap between neighbouring values wider than
+    ``frac`` of the central 90 % of the values is shortened to that width, distances inside a
+    cluster are kept. UMAP places islands that share no neighbours at arbitrary distances; this
+    keeps a far island in view without squeezing the rest into a corner (the SemanticMap widget
+    draws its map the same way)."""
+    v = np.asarray(values, dtype=float)
+    if v.size < 2:
+        return np.zeros_like(v)
+    order = np.argsort(v, kind="stable")
+    s = v[order]
+    lo, hi = np.quantile(s, [0.05, 0.95])
+    gap = frac * ((hi - lo) or (s[-1] - s[0]) or 1.0)
+    out = np.empty_like(s)
+    out[order] = np.concatenate([[0.0], np.cumsum(np.minimum(np.diff(s), gap))])
+    return out
+
+
+def padded(values: np.ndarray, pad: float = 0.06) -> tuple[float, float]:
+    """The extent of ``values`` padded by ``pad`` of it on both sides."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return -1.0, 1.0
+    lo, hi = float(v.min()), float(v.max())
+    d = (hi - lo) * pad or 0.5
+    return lo - d, hi + d
+
+
+def scatter_figure(name: str, title: str, n: int, height: int = 520, x_range=None, y_range=None):
+    """The bokeh figure of a scatter plot of ``n`` points (the map, the audit): as wide as the
+    page, pan and wheel zoom, WebGL above 5,000 points, fonts readable on a laptop screen."""
     from bokeh.plotting import figure
 
-    return figure(name=name, width=760, height=520, title=title, tools="pan,wheel_zoom,box_zoom,reset,save",
-                  active_scroll="wheel_zoom", output_backend="webgl" if n > 5000 else "canvas")
+    kw = {}
+    if x_range is not None:
+        kw["x_range"] = x_range
+    if y_range is not None:
+        kw["y_range"] = y_range
+    p = figure(name=name, height=height, sizing_mode="stretch_width", title=title,
+               tools="pan,wheel_zoom,box_zoom,reset,save", active_scroll="wheel_zoom",
+               output_backend="webgl" if n > 5000 else "canvas", **kw)
+    style(p)
+    return p
+
+
+def style(p) -> None:
+    """Fonts of a bokeh figure at sizes that read on a 1366x768 screen."""
+    p.title.text_font_size = "13pt"
+    for ax in (p.xaxis, p.yaxis):
+        ax.axis_label_text_font_size = "11pt"
+        ax.major_label_text_font_size = "10pt"
+    p.toolbar.logo = None
+
+
+# ---------------------------------------------------------------------------- the side panel
+#: The hover callback of a plot with a side panel: fills the panel from the data source (text by
+#: textContent, so labels stay text) and points its picture at the component's CSS class.
+PEEK_JS = """
+const idx = cb_data.index.indices;
+if (!idx || !idx.length) return;
+const el = document.getElementById(peek);
+if (!el) return;
+const d = src.data, i = idx[0];
+el.querySelector('.peek-title').textContent = d.peek_title[i];
+el.querySelector('.peek-text').textContent = d.peek_text[i];
+const th = el.querySelector('.peek-thumbs');
+const cls = d.thumb[i];
+th.className = 'peek-thumbs th ' + cls;
+th.style.display = cls ? '' : 'none';
+el.classList.add('on');
+"""
+
+
+def peek_panel(peek_id: str, hint: str, n: int, px: int, width: int = 336) -> str:
+    """The side panel next to a plot (``width`` px): empty until a point is hovered, then the
+    component's name, its first ``n`` crops in one row and its numbers."""
+    from ._thumbs import GAP, strip_width
+
+    height = int((width - 26) / (n + (n - 1) * GAP / px))  # n tiles and their gaps inside the padding
+
+    w = strip_width(n, height, px)
+    return (f'<aside class="peek" id="{e(peek_id)}" data-testid="peek" style="width:{width}px">'
+            f'<div class="peek-title">{e(hint)}</div>'
+            f'<span class="peek-thumbs th" style="display:none;width:{w:.1f}px;height:{height}px"></span>'
+            f'<div class="peek-text small"></div></aside>')
+
+
+def attach_peek(p, src, peek_id: str, renderers=None) -> None:
+    """Hovering a point of ``p`` fills the side panel ``peek_id`` (see :data:`PEEK_JS`)."""
+    from bokeh.models import CustomJS, HoverTool
+
+    p.add_tools(HoverTool(tooltips=None, renderers=renderers or "auto",
+                          callback=CustomJS(args=dict(src=src, peek=peek_id), code=PEEK_JS)))
