@@ -5,6 +5,8 @@
    Bare and collect runs alternate 5 times; the minimum of each is compared (the
    least-disturbed run on a shared machine); the process CPU-time ratio is printed too (less
    sensitive to other processes on the machine).
+   The same collection with a checkpoint of its running state saved to a real store every 2
+   batches (the Lens saves one about every minute by default) is timed against it.
 2. Peak memory of collection for N = 2,000 vs N = 20,000 samples (same model, layers, m), each
    in a fresh subprocess: peak RSS during the collection (Linux: VmHWM after resetting it with
    /proc/self/clear_refs; elsewhere ``ru_maxrss``) and its growth over the RSS right before
@@ -77,10 +79,27 @@ def bare_forward(model: nn.Module, dataset: Dataset, batch_size: int) -> tuple[f
     return time.perf_counter() - start, time.process_time() - cpu
 
 
-def timed_collect(model: nn.Module, dataset: Dataset, layer: str, m: int, batch_size: int) -> tuple[float, float]:
-    start, cpu = time.perf_counter(), time.process_time()
-    collect_topm(model, dataset, [layer], m, batch_size=batch_size, progress=False)
-    return time.perf_counter() - start, time.process_time() - cpu
+def timed_collect(model: nn.Module, dataset: Dataset, layer: str, m: int, batch_size: int,
+                  checkpoint_every: int | None = None) -> tuple[float, float]:
+    """(wall, CPU) seconds of collect_topm; with ``checkpoint_every``, the running state is saved to
+    a real store (a temporary directory) every that many batches, as the Lens does."""
+    import tempfile
+
+    from semlens_widgets.store import Store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        kw = {}
+        if checkpoint_every is not None:
+            store = Store(tmp)
+
+            def checkpoint(state):
+                tensors, meta = state.state_dict()
+                store.save("collect_checkpoint", tensors, "bench", meta=meta)
+
+            kw = dict(checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+        start, cpu = time.perf_counter(), time.process_time()
+        collect_topm(model, dataset, [layer], m, batch_size=batch_size, progress=False, **kw)
+        return time.perf_counter() - start, time.process_time() - cpu
 
 
 def overhead(n: int, size: int, batch_size: int, m: int, repeats: int) -> dict:
@@ -88,12 +107,14 @@ def overhead(n: int, size: int, batch_size: int, m: int, repeats: int) -> dict:
     dataset = SyntheticImages(n, size)
     layer = "layer3"
     bare_forward(model, SyntheticImages(batch_size, size), batch_size)  # warm-up
-    bare, coll = [], []
+    bare, coll, ckpt = [], [], []
     for _ in range(repeats):
         bare.append(bare_forward(model, dataset, batch_size))
         coll.append(timed_collect(model, dataset, layer, m, batch_size))
+        ckpt.append(timed_collect(model, dataset, layer, m, batch_size, checkpoint_every=2))
     wall_b, cpu_b = [b[0] for b in bare], [b[1] for b in bare]
     wall_c, cpu_c = [c[0] for c in coll], [c[1] for c in coll]
+    wall_k = [c[0] for c in ckpt]
     return {
         "model": "torchvision resnet18",
         "layer": layer,
@@ -106,6 +127,9 @@ def overhead(n: int, size: int, batch_size: int, m: int, repeats: int) -> dict:
         "ratio_min": min(wall_c) / min(wall_b),
         "ratio_median": sorted(wall_c)[len(wall_c) // 2] / sorted(wall_b)[len(wall_b) // 2],
         "cpu_ratio_min": min(cpu_c) / min(cpu_b),
+        "checkpointed_s": wall_k,
+        "checkpoint_ratio_min": min(wall_k) / min(wall_c),
+        "checkpoints": (-(-n // batch_size) - 1) // 2,
     }
 
 
@@ -191,6 +215,11 @@ def main() -> None:
         f"collect {min(ov['collect_s']):.2f} s -> ratio {ov['ratio_min']:.3f} (min of {repeats}; "
         f"median ratio {ov['ratio_median']:.3f}); process CPU-time ratio {ov['cpu_ratio_min']:.3f}; "
         "target <= 1.15"
+    )
+    print(
+        f"[checkpoints] the same collection saving its running state to a store every 2 batches "
+        f"({ov['checkpoints']} saves): {min(ov['checkpointed_s']):.2f} s -> {ov['checkpoint_ratio_min']:.3f} x the "
+        f"collection without checkpoints (the Lens's default is one save a minute)"
     )
     mem = memory(ns, args.size, args.batch_size, args.m, args.fixed_malloc)
     for r in mem:
