@@ -180,7 +180,7 @@ class Lens:
     module docstring).
     Attributes: ``model, dataset, fm, device, store, m, crop_mode, pooling, layers, fingerprint,
     class_names, num_classes, sample_labels, sample_predictions, composite, n_samples,
-    batch_size, num_workers, chunk_size, crop_size, display_transform, progress,
+    batch_size, num_workers, chunk_size, checkpoint_every, crop_size, display_transform, progress,
     model_fingerprint, model_signature, dataset_fingerprint``.
     """
 

@@ -409,3 +409,19 @@ def test_fp16_and_fp64_images_are_cast_like_model_inputs(world, tmp_path):
         b = world.new(dataset=ref, store=None, crop="full").run()
         assert torch.equal(a.topm(L2).indices, b.topm(L2).indices)
         assert torch.equal(a.topm(L2).values, b.topm(L2).values)
+
+
+def test_a_str_is_one_concept_and_a_class_is_a_name_or_an_index(world):
+    """Not errors: audit's valid / spurious given as a str are one concept (as in the widgets), and
+    every argument that names a class takes its name or its index (int, numpy int, 0-d tensor)."""
+    import numpy as np
+
+    lens = world.lens
+    a = lens.audit("red", "gray", L2, "moon")
+    b = lens.audit(["red"], ["gray"], L2, 1)
+    assert a.valid == ["red"] and a.spurious == ["gray"] and a.target == b.target == 1
+    assert a.table.equals(b.table)
+    for target in ("moon", 1, np.int64(1), torch.tensor(1)):
+        assert lens.relevance(target, L2).equals(lens.relevance(1, L2))
+        assert lens.attribution_graph(target).target == 1
+    assert lens.relevance("sun", L2, max_samples=4).equals(lens.relevance(2, L2, max_samples=4))
