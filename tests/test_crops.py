@@ -278,8 +278,14 @@ def test_crp_shared_forward_equals_separate_passes():
     separate = crp_heatmaps(model, images[idx], "layer3", comps)
     shared = crp_heatmaps(model, images, "layer3", comps, image_index=idx)
     torch.testing.assert_close(shared, separate, atol=1e-6 * float(separate.abs().max()), rtol=1e-5)
-    with pytest.raises(ValueError, match="image_index must be a LongTensor"):
+    with pytest.raises(ValueError, match=r"image_index must be a LongTensor \[n\] with values in \[0, 3\)"):
         crp_heatmaps(model, images, "layer3", comps, image_index=torch.tensor([0, 1, 2, 3, 0, 0, 0]))
+    # images with pair counts within a factor 2 share rounds; an image with fewer pairs goes on
+    from semlens_widgets.kernels.crops import _balanced_groups
+
+    groups = _balanced_groups(torch.tensor([0, 0, 0, 0, 1, 2, 2]))
+    assert [g[1].tolist() for g in groups] == [[0, 2], [1]]
+    assert [g[0].tolist() for g in groups] == [[0, 1, 2, 3, 5, 6], [4]]
 
 
 def test_box_rules():

@@ -178,8 +178,12 @@ def crp_heatmaps(
     _check_images(images)
     if image_index is not None:
         image_index = torch.as_tensor(image_index)
-        if image_index.dim() != 1 or image_index.is_floating_point():
-            raise ValueError(f"image_index must be a LongTensor [n], got {image_index!r}")
+        if image_index.dim() != 1 or image_index.is_floating_point() or (
+            image_index.numel() and (int(image_index.min()) < 0 or int(image_index.max()) >= images.shape[0])
+        ):
+            raise ValueError(
+                f"image_index must be a LongTensor [n] with values in [0, {images.shape[0]}), got {image_index!r}"
+            )
         n = image_index.shape[0]
     else:
         n = images.shape[0]
@@ -202,14 +206,57 @@ def crp_heatmaps(
     if spec.sae and sae is None:
         raise ValueError(f"layer {layer!r} needs saes={{{spec.base!r}: sae}}")
 
-    def init(activation: torch.Tensor) -> torch.Tensor:
-        latents = activation if sae is None else sae(activation)
-        _check_range(components, _num_components(latents), layer)
-        start = component_start(latents, components, absolute=pooling.startswith("abs"), peak=peak)
-        return start if sae is None else sae.input_relevance(activation, start)
+    def init_for(comps: torch.Tensor):
+        def init(activation: torch.Tensor) -> torch.Tensor:
+            latents = activation if sae is None else sae(activation)
+            _check_range(comps, _num_components(latents), layer)
+            start = component_start(latents, comps, absolute=pooling.startswith("abs"), peak=peak)
+            return start if sae is None else sae.input_relevance(activation, start)
 
-    heat, _ = start_relevance(model, images, spec.base, init, composite, image_index=image_index)
-    return heat.sum(1).float().cpu()
+        return init
+
+    if image_index is None:
+        heat, _ = start_relevance(model, images, spec.base, init_for(components), composite)
+        return heat.sum(1).float().cpu()
+    out = torch.empty(n, images.shape[2], images.shape[3])
+    for g, (rows, imgs) in enumerate(_balanced_groups(image_index)):
+        sub_index = torch.searchsorted(imgs, image_index[rows].long().cpu())
+        heat, _ = start_relevance(model, images[imgs.to(images.device)], spec.base, init_for(components[rows]),
+                                  composite, image_index=sub_index, check_layer=g == 0)
+        out[rows] = heat.sum(1).float().cpu()
+    return out
+
+
+def _balanced_groups(image_index: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Split (image, component) pairs into groups of images with similar numbers of pairs.
+
+    A shared forward pass runs one backward pass per round (the r-th pair of every image), and
+    an image without an r-th pair still costs its share of that pass; grouping images whose
+    pair counts are within a factor 2 bounds that waste. Returns ``[(rows [k], images [u_g])]``
+    with ``images`` sorted (each image in one group: one forward pass per image in all)."""
+    idx = image_index.long().cpu()
+    counts = torch.bincount(idx)
+    present = (counts > 0).nonzero().squeeze(1)
+    order = present[torch.argsort(counts[present], descending=True, stable=True)]
+    groups: list[list[int]] = []
+    current: list[int] = []
+    top = 0
+    for img in order.tolist():
+        c = int(counts[img])
+        if current and 2 * c < top:
+            groups.append(current)
+            current = []
+        if not current:
+            top = c
+        current.append(img)
+    if current:
+        groups.append(current)
+    out = []
+    for imgs in groups:
+        imgs_t = torch.tensor(sorted(imgs), dtype=torch.long)
+        rows = torch.isin(idx, imgs_t).nonzero().squeeze(1)
+        out.append((rows, imgs_t))
+    return out
 
 
 # ----------------------------------------------------------------------------- activation maps
