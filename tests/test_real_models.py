@@ -87,6 +87,7 @@ def test_lite0_crp_boxes_on_real_photos(model):
     assert areas["zennit_crp"] < min(areas["threshold"], 1.0)
 
 
+@pytest.mark.slow
 def test_lite0_topm_is_exact_on_augmented_photos(model):
     x = normalize(augmented_photos(24, 96, seed=2))
 
