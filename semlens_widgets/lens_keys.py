@@ -19,6 +19,8 @@ Analysis (:class:`AnalysisKeys`, fingerprints include the Lens fingerprint)::
 
     semantics/measures/<layer>                  clarity, polysemanticity, max_similarity, nearest [C]
     semantics/map/<layer>[+<layer>...]          xy [C, 2]
+    semantics/search_index/<layer>              centroids [L, d], order [C], offsets [L+1], params [3]
+                                                (layers of >= 32768 components; kernels.semantics)
     semantics/relevance/<layer>/<over>/<target> samples [n], R [n, C] (raw CRP relevance)
     semantics/class_relevance/<layer>/<over>    mean_raw, mean_abs [K, C], counts [K]
     semantics/class_relevance_run/<over>/chunk<a>-<b>   the resumable pass behind them
@@ -145,6 +147,10 @@ class AnalysisKeys:
     def map(self, layers: Sequence[str], seed: int, n_neighbors: int, min_dist: float) -> Entry:
         layers = list(layers)
         return Entry("semantics/map/" + "+".join(layers), self._fp("map", layers, seed, n_neighbors, min_dist))
+
+    def search_index(self, layer: str, settings: dict) -> Entry:
+        """The inverted lists that search a big layer (``settings``: how they are built)."""
+        return Entry(f"semantics/search_index/{layer}", self._fp("search_index", layer, settings))
 
     def relevance(self, layer: str, target: int, over: str, max_samples: int) -> Entry:
         return Entry(f"semantics/relevance/{layer}/{over}/{target}",

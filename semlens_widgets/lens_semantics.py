@@ -102,6 +102,7 @@ class SemanticIndex:
         self._theta_unit: dict[str, torch.Tensor] = {}     # layer -> [C, d] unit rows
         self._concepts: dict[str, torch.Tensor] = {}       # concept -> [d]
         self._null: torch.Tensor | None = None             # [d]
+        self._indexes: dict[str, _semantics.SearchIndex | None] = {}  # layer -> index (None: dense)
 
     # ------------------------------------------------------------------ embeddings
     def theta_unit(self, layer: str) -> torch.Tensor:
@@ -114,6 +115,7 @@ class SemanticIndex:
     def forget_embeddings(self) -> None:
         """Drop the cached normalised embeddings (after the source's embeddings changed)."""
         self._theta_unit.clear()
+        self._indexes.clear()
 
     def null(self) -> torch.Tensor:
         """[d] the empty-template embedding of the foundation model."""
@@ -247,12 +249,48 @@ class SemanticIndex:
         _, probes = self._probes(queries)
         return self._scores(probes, layer)
 
+    def search_index(self, layer: str) -> _semantics.SearchIndex | None:
+        """The inverted lists that search ``layer`` (a layer of at least
+        ``kernels.semantics.INDEX_MIN_COMPONENTS`` components), built and calibrated on its first
+        search and kept in the store; None: the layer is searched densely (exact): a small layer,
+        or one where no number of scanned cells reached the target recall."""
+        if layer in self._indexes:
+            return self._indexes[layer]
+        theta = self.theta_unit(layer)
+        index = None
+        if theta.shape[0] >= _semantics.INDEX_MIN_COMPONENTS:
+            settings = {"target_recall": _semantics.TARGET_RECALL, "k": 10, "seed": 0,
+                        "calibration": list(_CALIBRATION_CONCEPTS), "images": 64}
+
+            def build() -> dict[str, torch.Tensor]:
+                probes = torch.cat([self.encode(list(_CALIBRATION_CONCEPTS)),
+                                    _semantics.calibration_probes(theta, settings["images"], seed=settings["seed"])])
+                built = _semantics.build_search_index(theta, probes, self.null(), k=settings["k"],
+                                                      seed=settings["seed"], target_recall=settings["target_recall"])
+                # n_probe 0 records "searched densely": no cell count reached the target recall
+                return built.tensors() if built is not None else {"params": torch.zeros(3, dtype=torch.float64)}
+
+            entry = self.keys.search_index(layer, settings)
+            got = self.store.cached(entry.key, entry.fingerprint, build, meta={"layer": layer})
+            if "order" in got:
+                index = _semantics.SearchIndex.from_tensors(got)
+        self._indexes[layer] = index
+        return index
+
+    def _top_hits(self, probes: torch.Tensor, layer: str, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k ``(scores [Q, k'], components [Q, k'])`` of ``layer`` for ``probes [Q, d]``
+        (paper eq. 4): dense and exact, or through the layer's search index when it has one."""
+        index = self.search_index(layer)
+        if index is None:
+            return _semantics.top_hits(self._scores(probes, layer), k)
+        return _semantics.index_top_hits(index, self.theta_unit(layer), _semantics.search_direction(probes, self.null()), k)
+
     def search(self, query: Any, layer: str | None = None, k: int = 10) -> pd.DataFrame:
         """See :meth:`semlens_widgets.lens.Lens.search`."""
         k = positive_int("k", k)
         layers = self.layers.check_many(layer)
         names, probes = self._probes(query)
-        v, comp, lay = _semantics.top_hits_over_layers([self._scores(probes, l) for l in layers], k)
+        v, comp, lay = _semantics.merge_hits_over_layers([self._top_hits(probes, l, k) for l in layers], k)
         Q, kk = v.shape
         layer_names = np.array(layers, dtype=object)[lay.reshape(-1).numpy()]
         comp = comp.reshape(-1).numpy()

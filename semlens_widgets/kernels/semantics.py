@@ -7,9 +7,21 @@ that 100k components are fine. Cosine similarity ``s`` is computed on L2-normali
 
 Shapes: ``theta [C, d]`` semantic embeddings of one layer, ``probes [Q, d]`` query embeddings,
 ``concepts [V, d]`` concept (text) embeddings, ``null [d]`` the empty-template embedding.
+
+Search over big layers (:class:`SearchIndex`): eq. 4's score is an inner product of the unit
+``theta_hat_k`` with one direction per query, so its top-k is a maximum-inner-product search.
+A dense product over a million components reads ``C * d * 4`` bytes (2 GB) per query, about
+0.2 s on two cores, so layers from :data:`INDEX_MIN_COMPONENTS` components up are searched
+through inverted lists: spherical k-means cells over the unit thetas, the query's best cells
+scanned exactly (float32, the same product as the dense path), the top-k of the scanned
+components returned with their exact scores. How many cells are scanned is calibrated when the
+index is built: the smallest number whose recall@k, measured against the dense search on probes
+made from the layer's own components, reaches :data:`TARGET_RECALL`; a layer where none does is
+searched densely (exact). Smaller layers are always searched densely.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -20,9 +32,17 @@ from .measures import max_similarity
 from .vectors import normalize
 
 __all__ = [
+    "search_direction",
     "search_scores",
     "top_hits",
     "top_hits_over_layers",
+    "merge_hits_over_layers",
+    "SearchIndex",
+    "build_search_index",
+    "calibration_probes",
+    "index_top_hits",
+    "INDEX_MIN_COMPONENTS",
+    "TARGET_RECALL",
     "Assignment",
     "assign_labels",
     "label_gaps_and_groups",
@@ -51,6 +71,16 @@ def _check_dims(theta: torch.Tensor, *others: tuple[str, torch.Tensor]) -> None:
             )
 
 
+def search_direction(probes: torch.Tensor, null: torch.Tensor) -> torch.Tensor:
+    """The direction of each query in eq. 4's score (see :func:`search_scores`):
+    ``probe_hat - null_hat``. probes: [Q, d]; null: [d]. Returns float32 [Q, d] (not unit)."""
+    _check(probes, 2, "probes", "[Q, d]")
+    _check(null, 1, "null", "[d]")
+    if probes.shape[1] != null.shape[0]:
+        raise ValueError(f"probes have embedding dim {probes.shape[1]} but null has {null.shape[0]}")
+    return normalize(probes) - normalize(null).unsqueeze(0)
+
+
 def search_scores(
     probes: torch.Tensor,
     null: torch.Tensor,
@@ -70,11 +100,9 @@ def search_scores(
             a cache does, to save the normalisation pass).
     Returns FloatTensor [Q, C]: row q is query q, column k is component k, also when Q == C.
     """
-    _check(probes, 2, "probes", "[Q, d]")
-    _check(null, 1, "null", "[d]")
     _check(theta, 2, "theta", "[C, d]")
     _check_dims(theta, ("probes", probes), ("null", null))
-    direction = normalize(probes) - normalize(null).unsqueeze(0)  # [Q, d]
+    direction = search_direction(probes, null)  # [Q, d]
     if theta_normalized and theta.dtype == torch.float32:
         # no temporary copy of theta needed: one pass over it (memory bound, C*d*4 bytes)
         return (theta @ direction.T).T.contiguous()
@@ -105,15 +133,189 @@ def top_hits_over_layers(scores: list[torch.Tensor], k: int) -> tuple[torch.Tens
     """
     if not scores:
         raise ValueError("scores is empty: pass one [Q, C] tensor per layer")
+    return merge_hits_over_layers([top_hits(sc, k) for sc in scores], k)
+
+
+def merge_hits_over_layers(hits: list[tuple[torch.Tensor, torch.Tensor]], k: int
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rank the per-layer top hits of the same Q queries together.
+
+    hits: one ``(values [Q, k_l], components [Q, k_l])`` pair per layer, each sorted descending
+    (from :func:`top_hits` or :func:`index_top_hits`). Returns ``(values [Q, k'], components
+    [Q, k'], layer positions [Q, k'])`` sorted descending (ties keep layer order),
+    ``k' = min(k, sum_l k_l)``; a layer position indexes ``hits``.
+    """
+    if not hits:
+        raise ValueError("hits is empty: pass one (values, components) pair per layer")
     vals, comps, lays = [], [], []
-    for li, sc in enumerate(scores):
-        v, i = top_hits(sc, k)
+    for li, (v, i) in enumerate(hits):
         vals.append(v)
         comps.append(i)
         lays.append(torch.full_like(i, li))
     v, i, lay = torch.cat(vals, 1), torch.cat(comps, 1), torch.cat(lays, 1)  # [Q, sum k_l]
     order = torch.argsort(v, dim=1, descending=True, stable=True)[:, :k]
     return v.gather(1, order), i.gather(1, order), lay.gather(1, order)
+
+
+# ---------------------------------------------------------------------- search over big layers
+INDEX_MIN_COMPONENTS = 32768  # layers with fewer components are always searched densely (exact)
+TARGET_RECALL = 0.995         # recall@k an index must reach on its calibration probes
+_CHUNK_ROWS = 16384           # rows of theta per matrix product while building
+
+
+@dataclass
+class SearchIndex:
+    """Inverted lists over the unit thetas of one layer (see the module docstring).
+
+    centroids: [L, d] float32 unit cell centres (spherical k-means);
+    order:     [C] int64 component ids sorted by cell; offsets: [L + 1] int64, cell ``j`` holds
+               ``order[offsets[j]:offsets[j + 1]]``;
+    n_probe:   cells scanned per query; recall: recall@k measured at build on the calibration
+               probes with ``n_probe`` cells (against the dense search); k: that k.
+    """
+
+    centroids: torch.Tensor
+    order: torch.Tensor
+    offsets: torch.Tensor
+    n_probe: int
+    recall: float
+    k: int
+
+    @property
+    def num_components(self) -> int:
+        return int(self.order.shape[0])
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The index as tensors (for a store entry); :meth:`from_tensors` reads them back."""
+        return {"centroids": self.centroids, "order": self.order, "offsets": self.offsets,
+                "params": torch.tensor([float(self.n_probe), float(self.recall), float(self.k)], dtype=torch.float64)}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor]) -> "SearchIndex":
+        n_probe, recall, k = t["params"].tolist()
+        return cls(t["centroids"].float(), t["order"].long(), t["offsets"].long(), int(n_probe), float(recall), int(k))
+
+
+def _assign(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Best cell (largest inner product) of each row of ``x [n, d]`` -> [n] int64."""
+    return torch.cat([(x[s:s + _CHUNK_ROWS] @ centroids.T).argmax(1) for s in range(0, x.shape[0], _CHUNK_ROWS)])
+
+
+def _spherical_kmeans(x: torch.Tensor, n: int, *, iters: int, g: torch.Generator) -> torch.Tensor:
+    """``n`` unit centres of the unit rows ``x [S, d]`` (seeded; an empty cell restarts at a random row)."""
+    cent = x[torch.randperm(x.shape[0], generator=g)[:n]].clone()
+    for _ in range(iters):
+        a = _assign(x, cent)
+        new = torch.zeros_like(cent).index_add_(0, a, x)
+        empty = torch.bincount(a, minlength=n) == 0
+        if bool(empty.any()):
+            new[empty] = x[torch.randint(0, x.shape[0], (int(empty.sum()),), generator=g)]
+        cent = normalize(new)
+    return cent
+
+
+def calibration_probes(theta_unit: torch.Tensor, n: int = 64, *, seed: int = 0) -> torch.Tensor:
+    """Image-like probe embeddings ``[n, d]`` for calibrating an index: random components' unit
+    thetas plus random unit noise of norm 0.5 or 0.75 (cosine with the component about 0.9 or
+    0.8: another image of the concept). Text probes (encoded concept names) complement them."""
+    _check(theta_unit, 2, "theta_unit", "[C, d]")
+    g = torch.Generator().manual_seed(int(seed))
+    C, d = theta_unit.shape
+    rows = theta_unit[torch.randint(0, C, (n,), generator=g)].float()
+    noise = normalize(torch.randn(n, d, generator=g))
+    scale = torch.tensor([0.5, 0.75]).repeat(n // 2 + 1)[:n, None]
+    return normalize(rows + scale * noise)
+
+
+def _cells_rows(index: SearchIndex, cells: torch.Tensor) -> torch.Tensor:
+    """Component ids of the cells ``cells [n]`` concatenated -> [R] int64."""
+    starts, ends = index.offsets[cells], index.offsets[cells + 1]
+    lengths = ends - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return torch.empty(0, dtype=torch.long)
+    shift = torch.repeat_interleave(starts - (torch.cumsum(lengths, 0) - lengths), lengths)
+    return index.order[torch.arange(total) + shift]
+
+
+def index_top_hits(index: SearchIndex, theta_unit: torch.Tensor, directions: torch.Tensor, k: int,
+                   n_probe: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k components of each query through the inverted lists of ``index``.
+
+    theta_unit: [C, d] the unit thetas the index was built over (float32); directions: [Q, d]
+    from :func:`search_direction`; n_probe: cells scanned (default ``index.n_probe``, times
+    ``ceil(k / index.k)`` for a k above the one it was calibrated for). The
+    scanned components get their exact eq. 4 scores (the product of :func:`search_scores`), so
+    every returned score is exact; a component in an unscanned cell can be missed (the recall
+    measured at build says how often). Returns ``(values [Q, k'], components [Q, k'])`` sorted
+    descending, ``k' = min(k, C)``.
+    """
+    _check(directions, 2, "directions", "[Q, d]")
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if theta_unit.shape[0] != index.num_components:
+        raise ValueError(f"the index covers {index.num_components} components but theta has {theta_unit.shape[0]}")
+    L = index.centroids.shape[0]
+    if n_probe is None:
+        n_probe = index.n_probe * -(-k // max(1, index.k))
+    n_probe = min(L, int(n_probe))
+    kk = min(k, theta_unit.shape[0])
+    directions = directions.float()
+    cells = torch.topk(directions @ index.centroids.T, n_probe, dim=1).indices  # [Q, n_probe]
+    vals, comps = [], []
+    for q in range(directions.shape[0]):
+        rows = _cells_rows(index, cells[q])
+        if rows.numel() < kk:  # cells too small: widen to every cell (exact)
+            rows = torch.arange(theta_unit.shape[0])
+        sc = theta_unit.index_select(0, rows) @ directions[q]
+        v, i = torch.topk(sc, kk)
+        vals.append(v)
+        comps.append(rows[i])
+    return torch.stack(vals), torch.stack(comps)
+
+
+def build_search_index(theta_unit: torch.Tensor, probes: torch.Tensor, null: torch.Tensor, *, k: int = 10,
+                       seed: int = 0, n_lists: int | None = None, iters: int = 8,
+                       target_recall: float = TARGET_RECALL) -> SearchIndex | None:
+    """Build and calibrate the inverted lists of one layer (see the module docstring).
+
+    theta_unit: [C, d] unit thetas (float32); probes: [P, d] calibration probes, standing in for
+    the queries to come (encoded concept names, :func:`calibration_probes`); null: [d] the
+    empty-template embedding; n_lists: cells (default ``sqrt(C)``, 16..4096), trained by
+    spherical k-means on a sample of ``64 * n_lists`` rows. ``n_probe`` is the smallest of 4, 8,
+    16, ... (up to a quarter of the cells) whose recall@k on the probes, against the dense top-k
+    (:func:`search_scores`), is at least ``target_recall``. Returns None when none reaches it
+    (search that layer densely). Seeded: the same inputs give the same index.
+    """
+    _check(theta_unit, 2, "theta_unit", "[C, d]")
+    _check(probes, 2, "probes", "[P, d]")
+    _check(null, 1, "null", "[d]")
+    C = theta_unit.shape[0]
+    L = int(n_lists) if n_lists is not None else max(16, min(4096, round(math.sqrt(C))))
+    if not 1 <= L <= C:
+        raise ValueError(f"n_lists must be in 1..{C} (the number of components), got {L}")
+    g = torch.Generator().manual_seed(int(seed))
+    theta_unit = theta_unit.float()
+    sample = theta_unit[torch.randperm(C, generator=g)[:min(C, 64 * L)]]
+    centroids = _spherical_kmeans(sample, L, iters=iters, g=g)
+    cell = _assign(theta_unit, centroids)
+    order = torch.argsort(cell, stable=True)
+    offsets = torch.zeros(L + 1, dtype=torch.long)
+    offsets[1:] = torch.cumsum(torch.bincount(cell, minlength=L), 0)
+    index = SearchIndex(centroids, order, offsets, n_probe=L, recall=1.0, k=int(k))
+
+    dirs = search_direction(probes, null)
+    kk = min(int(k), C)
+    exact = torch.topk(search_scores(probes, null, theta_unit, theta_normalized=True), kk, dim=1).indices  # [P, k]
+    n_probe = 4
+    while n_probe <= max(4, L // 4):
+        _, got = index_top_hits(index, theta_unit, dirs, kk, n_probe=n_probe)
+        hit = (got[:, :, None] == exact[:, None, :]).any(2).float().mean()
+        if float(hit) >= target_recall:
+            index.n_probe, index.recall = min(n_probe, L), float(hit)
+            return index
+        n_probe *= 2
+    return None
 
 
 @dataclass
