@@ -298,10 +298,11 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------- the store, one writer
 
 
-def load(store, key: str, fingerprint: str) -> dict[str, torch.Tensor] | None:
-    """``store.load`` on rank 0, its answer on every rank (sharded); else a plain ``store.load``."""
+def load(store, key: str, fingerprint: str, *, lazy: bool = False) -> dict[str, torch.Tensor] | None:
+    """``store.load`` on rank 0, its answer on every rank (sharded); else a plain ``store.load``
+    (``lazy``: big entries memory-mapped, in one process only)."""
     if not active():
-        return store.load(key, fingerprint)
+        return store.load(key, fingerprint, lazy=lazy)
     return broadcast_tensors(store.load(key, fingerprint) if is_writer() else None)
 
 
@@ -334,12 +335,13 @@ def _writer_lock(store, name: str) -> Iterator[None]:
 
 
 def cached(store, key: str, fingerprint: str, compute: Callable[[], dict[str, torch.Tensor]], *,
-           meta: dict | None = None) -> dict[str, torch.Tensor]:
+           meta: dict | None = None, lazy: bool = False) -> dict[str, torch.Tensor]:
     """``store.cached`` shared by the ranks (sharded): rank 0 looks, every rank gets its answer;
     when the entry is missing every rank runs ``compute()`` (which may be collective and must give
-    every rank the same tensors) and rank 0 saves them. Else a plain ``store.cached``."""
+    every rank the same tensors) and rank 0 saves them. Else a plain ``store.cached`` (``lazy``:
+    as in ``store.load``)."""
     if not active():
-        return store.cached(key, fingerprint, compute, meta=meta)
+        return store.cached(key, fingerprint, compute, meta=meta, lazy=lazy)
     with _writer_lock(store, key):
         got = load(store, key, fingerprint)
         if got is None:

@@ -35,6 +35,7 @@ import contextlib
 import tempfile
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -130,7 +131,7 @@ def cached_in_chunks(store: Store, entry: Entry, n: int, size: int, compute: Cal
 
     if distributed.is_writer() and not store.has(entry.key, entry.fingerprint):
         check_writable(store, f"result of step {entry.key!r}")
-    got = distributed.cached(store, entry.key, entry.fingerprint, run, meta=meta)
+    got = distributed.cached(store, entry.key, entry.fingerprint, run, meta=meta, lazy=True)  # big: memory-mapped
     distributed.drop_chunks(store, entry.key)
     return got
 
@@ -215,8 +216,8 @@ class Pipeline:
         self.ran = False
         self._topm: dict[str, TopM] = {}
         self._boxes: dict[str, torch.Tensor] = {}   # layer -> [C, m_eff, 4] int64
-        self._V: dict[str, torch.Tensor] = {}       # layer -> [C, m_eff, d] float16
-        self._theta: dict[str, torch.Tensor] = {}   # layer -> [C, d] float32
+        self._embedded: dict[str, Mapping[str, torch.Tensor]] = {}  # layer -> V [C, m_eff, d] float16,
+        #                                                          theta [C, d] float32 (taken when read)
         self._samples: dict[str, Any] = {}
         self._levels: dict[str, torch.Tensor] = {}  # layer -> [C] typical activation (crop="activation")
         self._warned: set[str] = set()               # layers warned about full-image activation crops
@@ -253,9 +254,12 @@ class Pipeline:
                     step("embed", layer, self._embed, layer)
         self.ran = True
 
-    def _load(self, entry: Entry) -> dict[str, torch.Tensor] | None:
-        """The one place stored results are read back (in a sharded run: by rank 0, sent to all)."""
-        return distributed.load(self.store, entry.key, entry.fingerprint)
+    def _load(self, entry: Entry) -> Mapping[str, torch.Tensor] | None:
+        """The one place stored results are read back (in a sharded run: by rank 0, sent to all).
+        In one process, entries above 64 MiB are memory-mapped (``Store.load(lazy=True)``, each
+        tensor verified when first taken), so a lens over a million components opens without
+        reading its gigabytes."""
+        return distributed.load(self.store, entry.key, entry.fingerprint, lazy=True)
 
     # ---------------------------------------------------------------- step 1: collection
     def _stored_collection(self) -> tuple[list[str], dict | None]:
@@ -509,8 +513,10 @@ class Pipeline:
 
         return {"V": V.to(torch.float16), "theta": semantic_embedding(V.float(), None).float()}
 
-    def _keep_embed(self, layer: str, got: dict[str, torch.Tensor]) -> None:
-        self._V[layer], self._theta[layer] = got["V"].to(torch.float16), got["theta"].float()
+    def _keep_embed(self, layer: str, got: Mapping[str, torch.Tensor]) -> None:
+        # kept as loaded: a memory-mapped V (30 GB at 1M components, m=30) is verified and read
+        # only when example_embeddings asks for it
+        self._embedded[layer] = got
 
     def _embed_meta(self) -> dict:
         return {"fm": self.fm.identity.get("name")}
@@ -654,8 +660,8 @@ class Pipeline:
 
     def embeddings(self, layer: str) -> torch.Tensor:
         self.require_run()
-        return self._theta[self.layers.check(layer)].clone()
+        return self._embedded[self.layers.check(layer)]["theta"].float().clone()
 
     def example_embeddings(self, layer: str) -> torch.Tensor:
         self.require_run()
-        return self._V[self.layers.check(layer)].float()
+        return self._embedded[self.layers.check(layer)]["V"].float()

@@ -228,3 +228,43 @@ def test_cached_passes_lazy_through(tmp_path):
     assert first is t  # computed: returned as computed
     second = st.cached("k", "fp", lambda: pytest.fail("recomputed"), lazy=True)
     assert isinstance(second, MappedEntry) and torch.equal(second["V"], t["V"])
+
+
+def test_a_reopened_lens_reads_its_big_entries_lazily(tmp_path, monkeypatch):
+    """Pipeline._load maps big entries: a second Lens on the store gets the same results from
+    memory-mapped entries; V is not even verified until example_embeddings asks for it."""
+    from semlens_widgets.lens import Lens
+
+    monkeypatch.setattr(store_mod, "_LAZY_MIN_BYTES", 1024)
+    monkeypatch.setattr(store_mod, "_BLOCK_BYTES", 512)
+
+    from _models import TinyCNN, red_square_images, tiny_clip_fm
+
+    (tmp_path / "cfg").mkdir()
+    fm = tiny_clip_fm(tmp_path / "cfg")
+    x, _ = red_square_images(24, size=16, square=4, seed=0)
+    data = torch.utils.data.TensorDataset(x, torch.arange(24) % 3)
+    model = TinyCNN(num_classes=3)
+    layers = ["features.relu1", "features.relu2"]
+
+    def lens():
+        return Lens(model, data, fm, layers, m=4, crop="activation", store=tmp_path / "s", progress=False,
+                    chunk_size=8, batch_size=32).run()
+
+    def results(l):
+        return {layer: (l.topm(layer).indices, l.topm(layer).values, l.boxes(layer),
+                        l.example_embeddings(layer), l.embeddings(layer)) for layer in layers}
+
+    first = lens()
+    ref = results(first)
+    store_mod._VERIFIED.clear()
+    second = lens()
+    mapped = second.pipeline._embedded["features.relu2"]
+    assert isinstance(mapped, MappedEntry) and "V" not in mapped._tensors
+    got = results(second)
+    for layer in layers:
+        for a, b in zip(ref[layer], got[layer]):
+            assert a.dtype == b.dtype and torch.equal(a, b), layer
+    assert "V" in mapped._tensors
+    a, b = first.search("red square", k=3), second.search("red square", k=3)
+    assert a.equals(b)
