@@ -117,6 +117,7 @@ def _open_store(store: Any, model: nn.Module, model_fp: str, dataset_fp: str, ov
     writer = distributed.is_writer()  # in a process group only rank 0 writes (the others read)
     if overwrite:
         if writer:
+            check_writable(store, "overwrite=True would delete its contents")
             store.clear()
     elif info is not None and info.get("model_signature") != signature:
         where = "the in-memory store" if store.root is None else f"store {str(store.root)!r}"
@@ -126,7 +127,8 @@ def _open_store(store: Any, model: nn.Module, model_fp: str, dataset_fp: str, ov
             f"store=..., or overwrite=True to delete its contents"
         )
     if info != current and writer:
-        check_writable(store, "record of this model and dataset")
+        check_writable(store, "it holds results of another model or dataset, and the record of this one cannot "
+                              "be saved")
         store.set_info("lens", current)
     return store
 

@@ -130,16 +130,16 @@ def cached_in_chunks(store: Store, entry: Entry, n: int, size: int, compute: Cal
         return assemble(parts)
 
     if distributed.is_writer() and not store.has(entry.key, entry.fingerprint):
-        check_writable(store, f"result of step {entry.key!r}")
+        check_writable(store, f"step {entry.key!r} has no stored result for these inputs (another model, "
+                              f"dataset, layer or setting than the store holds results for) and could not save one")
     got = distributed.cached(store, entry.key, entry.fingerprint, run, meta=meta, lazy=True)  # big: memory-mapped
     distributed.drop_chunks(store, entry.key)
     return got
 
 
-def check_writable(store: Store, what: str) -> None:
-    """Refuse, before the work starts, to compute ``what`` (e.g. ``"the result of step 'collect'"``)
-    when it is not stored and could not be saved: a store directory that cannot be written
-    (read-only file system, permissions)."""
+def check_writable(store: Store, why: str) -> None:
+    """Refuse, before the work starts, a store directory that cannot be written (read-only file
+    system, permissions) when something must be written to it; ``why`` says what (in the error)."""
     if store.root is None:
         return
     try:
@@ -147,10 +147,9 @@ def check_writable(store: Store, what: str) -> None:
             pass
     except OSError as e:
         raise StoreError(
-            f"store {str(store.root)!r} is not writable ({e.strerror}) and has no {what} for these inputs "
-            f"(another model, dataset, layer or setting than it holds results for); accepted: a writable "
-            f"store directory (e.g. a copy of this one), store=None to compute in memory, or the inputs the "
-            f"store was made with"
+            f"store {str(store.root)!r} is not writable ({e.strerror}): {why}; accepted: a writable store "
+            f"directory (e.g. a copy of this one), store=None to compute in memory, or the inputs the store "
+            f"holds results for"
         ) from None
 
 
@@ -163,7 +162,8 @@ def step_lock(store: Store, name: str) -> Any:
     (outside one, every process locks as usual).
     A store that cannot be written is refused here, before the step's work (:func:`check_writable`)."""
     if not distributed.active() or distributed.is_writer():
-        check_writable(store, f"result of step {name!r}")
+        check_writable(store, f"step {name!r} has no stored result for these inputs (another model, dataset, "
+                              f"layer or setting than the store holds results for) and could not save one")
         return store.lock(name)
     return contextlib.nullcontext()
 

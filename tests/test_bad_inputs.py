@@ -213,6 +213,8 @@ CASES = [
          r"'features\.conv1\.weight' is on the meta device", r"accepted: a model whose tensors hold values"),
     Case("model-float16", lambda W: W.new(model=TinyCNN(num_classes=3).half()), ValueError,
          r"'features\.conv1\.weight' is torch\.float16", r"accepted: a float32 model"),
+    Case("store-readonly-overwrite", lambda W: W.new(store=W.root / "ro-store", overwrite=True), StoreError,
+         r"ro-store.* is not writable.*overwrite=True", r"accepted: a writable store directory", readonly=True),
     Case("store-readonly-new-model", lambda W: W.new(model=TinyCNN(num_classes=3, seed=5),
                                                      store=W.root / "ro-store"),
          StoreError, r"ro-store.* is not writable", r"accepted: a writable store directory", readonly=True),
