@@ -20,6 +20,8 @@ from semlens_widgets.kernels.describe import (
 )
 from semlens_widgets.results import Description
 
+from _demo_lens import block4_activations, demo_lens
+
 # --------------------------------------------------------------------------- a toy world
 # Image pixel (0, 0, j) carries word j of WORDS: 1 when the concept names it, else present at
 # random with probability 0.3 (what a text-to-image model leaves open, it draws at random).
@@ -383,27 +385,9 @@ def test_world_generator_is_the_renderer():
 @pytest.fixture(scope="module")
 def demo():
     """The demo world at 10 images per class, and a run Lens on block4 (activation crops)."""
-    import semlens_widgets as slw
-
-    torch.set_num_threads(2)
-    world = slw.demo.load(n_per_class=10)
-    lens = slw.Lens(world.model, world.dataset, world.fm, layers=["block4"], m=5, crop="activation",
-                    store=None, progress=False, batch_size=40)
-    lens.run()
+    world, lens = demo_lens()
     lens.set_vocabulary(world.concepts())
     return world, lens
-
-
-def _block4(model, x):
-    """block4's max-pooled activations [n, 128], hooked by hand (the reference)."""
-    out = []
-    h = model.block4.register_forward_hook(lambda m, i, o: out.append(o.amax((2, 3))))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        h.remove()
-    return out[0]
 
 
 def test_lens_describe_on_the_demo_world(demo):
@@ -419,8 +403,8 @@ def test_lens_describe_on_the_demo_world(demo):
     assert d.auc >= d.history.auc.max() - 0.02 and d.candidates[0] == d.best
     # the AUCs are those of the component's activation on the images vs the control samples
     ctrl = lens.describer.control_samples(40)
-    neg = _block4(world.model, lens.model_inputs(ctrl))[:, k]
-    pos = _block4(world.model, world.generator(d.best, 8, 0))[:, k]
+    neg = block4_activations(world.model, lens.model_inputs(ctrl))[:, k]
+    pos = block4_activations(world.model, world.generator(d.best, 8, 0))[:, k]
     want = roc_auc_score(np.r_[np.ones(8), np.zeros(len(neg))], np.r_[pos.numpy(), neg.numpy()])
     assert d.history.auc[d.history.concept == d.best].iloc[0] == pytest.approx(want)
     assert d.examples[d.best].shape == (4, 3, 64, 64) and d.examples[d.best].dtype == torch.uint8
@@ -459,7 +443,7 @@ def test_generated_images_are_resized_and_transformed(demo):
     world, lens = demo
     small = resize_images(world.generator("red star", 4, 0), (32, 32))
     acts = lens.describer.image_activations("block4", small, None)
-    torch.testing.assert_close(acts, _block4(world.model, resize_images(small, (64, 64))))
+    torch.testing.assert_close(acts, block4_activations(world.model, resize_images(small, (64, 64))))
     d = lens.describe("block4", 3, lambda c, n, s: resize_images(world.generator(c, n, s), (96, 96)),
                       proposer=lambda h: [] if len(h) else ["red star"], rounds=2, n_images=4, control=20)
     assert d.best == "red star"

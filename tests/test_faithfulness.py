@@ -8,6 +8,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from _demo_lens import block4_activations, demo_lens
+
 from semlens_widgets.kernels.faithfulness import (
     auc_separation,
     faithfulness_summary,
@@ -122,25 +124,11 @@ def test_layer_faithfulness_bad_input():
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    import semlens_widgets as slw
-
-    torch.set_num_threads(2)
-    world = slw.demo.load(n_per_class=10)
-    lens = slw.Lens(world.model, world.dataset, world.fm, layers=["block4"], m=5, crop="activation",
-                    store=tmp_path_factory.mktemp("store"), progress=False, batch_size=40)
-    lens.run()
-    return world, lens
+    return demo_lens(tmp_path_factory.mktemp("store"))
 
 
 def _block4(model, x):
-    out = []
-    h = model.block4.register_forward_hook(lambda m, i, o: out.append(o.amax((2, 3))))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        h.remove()
-    return out[0].numpy()
+    return block4_activations(model, x).numpy()
 
 
 class Counting:
