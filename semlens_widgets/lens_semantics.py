@@ -29,7 +29,7 @@ import torch
 from semlens_widgets.kernels import measures as _measures
 from semlens_widgets.kernels import semantics as _semantics
 from semlens_widgets.kernels.vectors import normalize
-from semlens_widgets.lens_checks import concept_list, positive_int, real_number
+from semlens_widgets.lens_checks import concept_list, describe, positive_int, real_number
 from semlens_widgets.lens_keys import AnalysisKeys
 from semlens_widgets.lens_layers import LayerSet
 from semlens_widgets.lens_relevance import Attribution
@@ -55,10 +55,6 @@ _CALIBRATION_CONCEPTS = (
 QUERIES = ("a text (str) or a list of texts; images as a float tensor [3, H, W] or [n, 3, H, W] in [0, 1]; "
            "embedding probes as a float tensor [d] or [n, d] of the foundation model's space")
 
-
-def _describe(v: Any) -> str:
-    r = repr(v)
-    return f"{r[:60]}... ({type(v).__name__})" if len(r) > 60 else f"{r} ({type(v).__name__})"
 
 
 @dataclass
@@ -190,13 +186,13 @@ class SemanticIndex:
                 raise ValueError(f"query is an empty list; accepted: {QUERIES}")
             for i, q in enumerate(query):
                 if not isinstance(q, str):
-                    raise TypeError(f"query list item {i} is {_describe(q)}; a list query holds texts (str); "
+                    raise TypeError(f"query list item {i} is {describe(q)}; a list query holds texts (str); "
                                     f"accepted: {QUERIES}")
                 if not q.strip():
                     raise ValueError(f"query {q!r} is empty or only whitespace: type a concept, e.g. 'dog'")
             return list(query), self.encode(list(query))
         if not isinstance(query, torch.Tensor):
-            raise TypeError(f"query must be a str, a list of str or a tensor, got {_describe(query)}; "
+            raise TypeError(f"query must be a str, a list of str or a tensor, got {describe(query)}; "
                             f"accepted: {QUERIES}")
         x = query.detach()
         shape = tuple(x.shape)
@@ -504,7 +500,7 @@ def compare(lens_a, lens_b, layer_a: str, layer_b: str, concepts: Sequence[str] 
     for name, lens in (("lens_a", lens_a), ("lens_b", lens_b)):
         index = lens.semantics if hasattr(lens, "semantics") else None
         if not isinstance(index, SemanticIndex):
-            raise TypeError(f"compare needs two semlens_widgets.Lens objects, got {_describe(lens)} for {name}; "
+            raise TypeError(f"compare needs two semlens_widgets.Lens objects, got {describe(lens)} for {name}; "
                             f"accepted: compare(lens_a, lens_b, layer_a, layer_b) with two run lenses")
         indexes.append(index)
     return indexes[0].compare(indexes[1], layer_a, layer_b, concepts, threshold=threshold)

@@ -303,6 +303,21 @@ def component_maps(acts: torch.Tensor, components: torch.Tensor, layer: str = "l
     )
 
 
+def _layer_output(model: nn.Module, images: torch.Tensor, layer: str,
+                  saes: dict[str, nn.Module] | None) -> torch.Tensor:
+    """The raw output of ``layer`` on ``images`` (eval and inference mode; the mode restored)."""
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), LayerCapture(model, [layer], saes=saes) as capture:
+            model(images.to(device))
+            capture.check()
+            return capture.outputs[layer]
+    finally:
+        model.train(was_training)
+
+
 def activation_heatmaps(
     model: nn.Module,
     images: torch.Tensor,
@@ -334,17 +349,8 @@ def activation_heatmaps(
         raise ValueError(f"unknown pooling {pooling!r}; accepted: {list(POOLINGS)}")
     if n == 0:
         return torch.zeros(0, height, width)
-    device = _model_device(model)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode(), LayerCapture(model, [layer], saes=saes) as capture:
-            model(images.to(device))
-            capture.check()
-            acts = capture.outputs[layer]
-            maps = component_maps(acts, components, layer).float()  # [n, h, w]
-    finally:
-        model.train(was_training)
+    acts = _layer_output(model, images, layer, saes)
+    maps = component_maps(acts, components, layer).float()  # [n, h, w]
     if pooling.startswith("abs"):
         maps = maps.abs()
     maps = F.interpolate(maps[:, None], size=(height, width), mode="bilinear", align_corners=False)[:, 0]
@@ -371,16 +377,7 @@ def activation_levels(
         raise ValueError(f"unknown pooling {pooling!r}; accepted: {list(POOLINGS)}")
     if images.shape[0] == 0:
         raise ValueError("activation_levels needs at least one image")
-    device = _model_device(model)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode(), LayerCapture(model, [layer], saes=saes) as capture:
-            model(images.to(device))
-            capture.check()
-            acts = capture.outputs[layer].float()
-    finally:
-        model.train(was_training)
+    acts = _layer_output(model, images, layer, saes).float()
     g = component_maps(acts[:1], torch.zeros(1, dtype=torch.long), layer)  # checks the layout: [1, h, w]
     if acts.dim() == 4:
         values = acts.transpose(0, 1).flatten(1)  # [C, n*h*w]
