@@ -46,6 +46,7 @@ __all__ = [
     "group_active",
     "active",
     "sharded",
+    "local",
     "rank",
     "world_size",
     "is_writer",
@@ -72,6 +73,17 @@ _state = threading.local()
 # ---------------------------------------------------------------------------- the group
 
 
+@contextlib.contextmanager
+def local() -> Iterator[None]:
+    """Run the enclosed pipeline steps in this process alone, even inside a process group (e.g.
+    reopening a finished store on rank 0 only: ``Lens.from_store`` loads under it)."""
+    _state.local = getattr(_state, "local", 0) + 1
+    try:
+        yield
+    finally:
+        _state.local -= 1
+
+
 def group_active() -> bool:
     """True when a default process group of more than one rank is initialised."""
     import torch.distributed as dist
@@ -80,9 +92,9 @@ def group_active() -> bool:
 
 
 def active() -> bool:
-    """True inside :func:`sharded` with an initialised group of more than one rank: calls are
-    collective and work is shared."""
-    return getattr(_state, "depth", 0) > 0 and group_active()
+    """True inside :func:`sharded` (and not inside :func:`local`) with an initialised group of
+    more than one rank: calls are collective and work is shared."""
+    return getattr(_state, "depth", 0) > 0 and not getattr(_state, "local", 0) and group_active()
 
 
 @contextlib.contextmanager
@@ -186,8 +198,8 @@ def _all_gather_object(obj: Any) -> list:
 
 def check_same(value: Any, what: str) -> None:
     """Raise on every rank when the ranks do not hold the same ``value`` (e.g. the fingerprint of
-    the model, data and settings: each rank must build the same lens)."""
-    if not group_active():
+    the model, data and settings: each rank must build the same lens). Sharded only."""
+    if not active():
         return
     values = _all_gather_object(value)
     bad = [r for r, v in enumerate(values) if v != values[0]]

@@ -359,7 +359,8 @@ def open_lens(store: str | os.PathLike, *, device: str | torch.device | None = N
     checkpoint or data directory), raises :class:`~semlens_widgets.store.StoreError` naming what
     is missing; ``recompute=True`` resumes an unfinished run and recomputes what no longer
     matches (:meth:`Lens.run`). ``device``: where the model runs (default: cuda when available,
-    else cpu); ``batch_size`` / ``num_workers`` override the run's.
+    else cpu); ``batch_size`` / ``num_workers`` override the run's. Local to the calling process,
+    also inside a process group (nothing is shared with other ranks).
     """
     from semlens_widgets.lens import Lens
     from semlens_widgets.lens_data import DataView
@@ -411,7 +412,10 @@ def open_lens(store: str | os.PathLike, *, device: str | torch.device | None = N
                 f"{' ...' if len(missing) > 4 else ''}): finish it with the same `semlens run` command, or pass "
                 f"recompute=True to compute the rest here"
             )
-    lens.run()
+    from semlens_widgets import distributed
+
+    with distributed.local():  # this process alone: reopening on one rank of a group must not wait for the others
+        lens.run()
     if built.vocabulary:
         lens.set_vocabulary(built.vocabulary)
     return lens

@@ -146,6 +146,22 @@ def test_without_a_group_everything_is_local(tmp_path):
 # --------------------------------------------------------------------------- primitives, 2 gloo ranks
 
 
+def _spawn(fn, args: tuple, nprocs: int = 2, seconds: float = 120) -> None:
+    """Run ``fn(rank, *args)`` in ``nprocs`` spawned processes; fail (killing them) after
+    ``seconds``: a collective that waits forever is a failure, not a hang of the suite."""
+    import time
+
+    import torch.multiprocessing as mp
+
+    ctx = mp.spawn(fn, args=args, nprocs=nprocs, join=False)
+    deadline = time.monotonic() + seconds
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"{fn.__name__} did not finish within {seconds} s (a collective waiting for a rank?)")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -192,12 +208,10 @@ def _worker(rank: int, world: int, port: int, root: str, out: str) -> None:
 
 
 def test_process_group_primitives_on_two_gloo_ranks(tmp_path):
-    import torch.multiprocessing as mp
-
     root, out = tmp_path / "store", tmp_path / "out"
     out.mkdir()
     Store(root)
-    mp.spawn(_worker, args=(2, _free_port(), str(root), str(out)), nprocs=2, join=True)
+    _spawn(_worker, (2, _free_port(), str(root), str(out)))
     r0, r1 = (torch.load(out / f"r{r}.pt", weights_only=False) for r in (0, 1))
     for r in (r0, r1):
         assert r["gather"] == [["a", "b", "flag"], ["a"], [0.0, 1.0, 2.0, 3.0], [True, False]]
@@ -208,3 +222,32 @@ def test_process_group_primitives_on_two_gloo_ranks(tmp_path):
     assert sorted(r0["computed"] + r1["computed"]) == [(0, 2), (4, 6), (6, 8), (8, 9)]
     assert r0["computed"] == [(0, 2), (6, 8)] and r1["computed"] == [(4, 6), (8, 9)]
     assert r0["saved"] == ["job/chunk0-2", "job/chunk2-4", "job/chunk4-6", "job/chunk6-8", "job/chunk8-9"]
+
+
+def _reopen_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
+    import torch.distributed as dist
+
+    import semlens_widgets as slw
+
+    # the default thread count, as in the run: the fingerprint of a tensor over 2**20 elements
+    # (the tiny CLIP's token embedding) depends on it (store.tensor_digest's float64 sums)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        if rank == 0:  # rank 1 never calls in: a collective here would wait forever
+            lens = slw.Lens.from_store(root, device="cpu", progress=False)
+            with open(os.path.join(out, "ok"), "w") as f:
+                f.write(str(lens.num_components("features.relu1")))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # a run, then two spawned processes importing the package on 2 shared cores
+def test_reopening_on_one_rank_of_a_group_is_local(tmp_path, capsys):
+    store = tmp_path / "store"
+    assert cli.main(["run", "--model", "_cli_world:model", "--dataset", "_cli_world:small_dataset", "--fm",
+                     "_cli_world:fm", "--app-dir", TESTS, "--layers", "features.relu1", "--m", "2", "--crop",
+                     "activation", "--store", str(store), "--quiet", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    _spawn(_reopen_worker, (2, _free_port(), str(store), str(tmp_path)), seconds=90)
+    assert (tmp_path / "ok").read_text() == "4"
