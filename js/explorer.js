@@ -1,5 +1,6 @@
 // Explorer header: the lens at a glance and the current linked selection; the views themselves
-// are sibling widgets in the same box (ipywidgets layout), linked in Python.
+// are sibling widgets in the same box (ipywidgets layout in Jupyter, marimo's stacks in marimo),
+// linked in Python.
 import { h, replace, compName, root } from "./lib/dom.js";
 import { errorBanner, watch, selection } from "./lib/model.js";
 import { chip, ready } from "./lib/ui.js";
@@ -24,8 +25,19 @@ function render({ model, el }) {
   const box = () => el.closest(".slw-explorer-box");
   let done = false;
   const check = () => {
+    if (done) return;
     const b = box();
-    if (!b || done) return;
+    if (!b) {
+      // no ipywidgets box around the views (marimo lays them out itself, each in its own shadow
+      // root): nothing to count, the header is ready once drawn
+      if (el.isConnected) {
+        done = true;
+        clearInterval(timer);
+        document.removeEventListener("slw-ready", onReady);
+        ready(el);
+      }
+      return;
+    }
     const views = b.querySelectorAll(".slw[data-testid]:not(.slw-explorer)");
     const n = b.querySelectorAll(".slw[data-ready='true']:not(.slw-explorer)").length;
     const want = model.get("n_views");

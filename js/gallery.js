@@ -2,7 +2,7 @@
 // and heatmap), its label, measures and top classes. Arrow keys move to neighbouring components.
 import { h, replace, fmt, root } from "./lib/dom.js";
 import { channel, errorBanner, watch, u8 } from "./lib/model.js";
-import { decodeThumbs, rawToCanvas, whenVisible } from "./lib/thumbs.js";
+import { decodeThumbs, rawToCanvas, requestThumbs, whenVisible } from "./lib/thumbs.js";
 import { plainBar, pct, selectBox, setOptions, header, chip, emptyNote, ready } from "./lib/ui.js";
 
 /** full image (raw RGB) + heatmap overlay + crop box on one canvas */
@@ -88,26 +88,31 @@ function render({ model, el }) {
     }
     if (!slots.length) return;
     loaded += slots.length;
-    const { msg, buffers } = await chan.request({
+    const parts = await requestThumbs(chan, {
       type: "thumbs", layer, component, start, count: slots.length, size,
       kind: mode === "full" ? "full" : "crops", format: mode === "full" ? "raw" : "png",
     });
     if (myGen !== gen) return;
-    let imgs;
-    if (mode === "full") {
+    const imgs = [];
+    const fullIdx = [];
+    for (const { msg, buffers } of parts) {
+      if (mode !== "full") {
+        imgs.push(...decodeThumbs(msg, buffers, urls));
+        continue;
+      }
       const [n, hh, ww, c] = msg.shape;
       const all = u8(buffers[0]);
       const heat = msg.heatmap_shape ? u8(buffers[1]) : null;
       const hs = msg.heatmap_shape ? msg.heatmap_shape[1] * msg.heatmap_shape[2] : 0;
-      imgs = [];
       for (let i = 0; i < n; i++) {
         const canvas = rawToCanvas(all.subarray(i * hh * ww * c, (i + 1) * hh * ww * c), ww, hh, c);
         const hm = heat && msg.heatmap_shape[1] === hh && msg.heatmap_shape[2] === ww ? heat.subarray(i * hs, (i + 1) * hs) : null;
         imgs.push(composite(canvas, hm, msg.boxes ? msg.boxes[i] : null));
+        fullIdx.push((msg.indices || [])[i]);
       }
-    } else imgs = decodeThumbs(msg, buffers, urls);
+    }
     const acts = model.get("info").activations || [];
-    const idx = msg.indices || model.get("info").indices || [];
+    const idx = mode === "full" ? fullIdx : model.get("info").indices || [];
     slots.forEach((slot, i) => {
       slot.classList.remove("slw-loading");
       if (!imgs[i]) return slot.classList.add("slw-empty");

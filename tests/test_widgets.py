@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import shutil
+import subprocess
 
 import numpy as np
+import torch
 import pytest
 import traitlets as t
 from ipywidgets.widgets.widget import _remove_buffers
@@ -628,3 +632,152 @@ def test_every_widget_on_a_real_lens(real_lens):
     assert e.audit.n == 16 and e.audit.error == ""
     c = W.CompareView(real_lens, real_lens, layer, "features.relu1")
     assert c.error == "" and 0 < c.s_ab <= 1.0001
+
+
+# --------------------------------------------------------------------------- every front end
+# VS Code's and Colab's trackers: bundles must not import from a CDN (no network, strict CSP),
+# binary buffers arrive as DataView (or ArrayBuffer / typed arrays), and messages near 1 MB fail.
+# marimo's: an exported `render` is required, binary data nested in a dict arrives as base64, and
+# a widget's CSS must not leak into the page.
+STATIC = W._base.STATIC
+BUNDLES = sorted(STATIC.glob("*.js"))
+NODE = shutil.which("node")
+
+
+def test_bundles_are_self_contained():
+    assert {b.stem for b in BUNDLES} == {"search", "gallery", "map", "sankey", "audit", "compare", "explorer"}
+    for b in BUNDLES:
+        text = b.read_text(encoding="utf-8")
+        # esbuild inlined every dependency: no static or dynamic import of anything, no fetch
+        assert not re.search(r"""\bimport\s*\(|\bimport\s*[{*\w$][^;]*?\bfrom\s*["'`]|\bimport\s*["'`]""", text), b.name
+        assert not re.search(r"\bfetch\s*\(|importScripts|new\s+Worker\s*\(", text), b.name
+        # the only URLs are XML namespaces (SVG), never something to load
+        urls = set(re.findall(r"https?://[^\s\"'`)]+", text))
+        assert urls <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xhtml", "http://www.w3.org/1999/xlink",
+                        "http://www.w3.org/XML/1998/namespace", "http://www.w3.org/2000/xmlns/"}, (b.name, urls)
+    css = (STATIC / "semlens.css").read_text(encoding="utf-8")
+    assert "@import" not in css and not re.search(r"url\(\s*['\"]?(https?:|//)", css)
+
+
+def _selectors(css: str) -> list[str]:
+    """The selectors of the style rules of a stylesheet (at-rule preludes and keyframes left out)."""
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
+    out, depth, buf, stack = [], 0, "", []
+    for ch in css:
+        if ch == "{":
+            head = buf.strip()
+            stack.append(head)
+            if not head.startswith("@") and not any(s.startswith("@keyframes") for s in stack[:-1]):
+                out += [s.strip() for s in head.split(",")]
+            buf = ""
+        elif ch == "}":
+            stack.pop() if stack else None
+            buf = ""
+        elif ch == ";" and stack:
+            buf = ""
+        else:
+            buf += ch
+    return out
+
+
+def test_css_never_styles_the_page():
+    """Every rule of the widgets' stylesheet is scoped to a view's root (class .slw / .slw-*):
+    marimo and VS Code put it in the page, where it must not restyle anything else."""
+    sels = _selectors((STATIC / "semlens.css").read_text(encoding="utf-8"))
+    assert len(sels) > 50
+    assert [s for s in sels if not s.startswith(".slw")] == []
+
+
+def _node(script: str) -> str:
+    if NODE is None:
+        pytest.skip("node is not installed (it builds js/; CI has it)")
+    out = subprocess.run([NODE, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60,
+                         cwd=str(STATIC.parent.parent))
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_every_bundle_exports_a_default_render():
+    """anywidget's front-end contract, which marimo enforces: ``export default { render }``."""
+    files = json.dumps([str(b) for b in BUNDLES])
+    got = json.loads(_node(f"""
+        const out = {{}};
+        for (const f of {files}) {{
+          const m = await import("file://" + f);
+          out[f.split("/").pop()] = typeof (m.default && m.default.render);
+        }}
+        console.log(JSON.stringify(out));"""))
+    assert got == {b.name: "function" for b in BUNDLES}
+
+
+def test_buffers_read_the_same_from_every_front_end():
+    """js/lib/model.js reads a buffer the same whether it comes as a DataView (JupyterLab, VS Code),
+    an ArrayBuffer, a typed array or a base64 string (marimo, nested binary data)."""
+    got = json.loads(_node("""
+        import { u8, f32 } from "./js/lib/model.js";
+        const bytes = new Uint8Array([0, 0, 128, 63, 0, 0, 0, 64, 7]);   // 1.0f, 2.0f, then 7
+        const padded = new Uint8Array([9, 9, 9, ...bytes]);
+        const forms = {
+          dataview: new DataView(padded.buffer, 3, 9), arraybuffer: bytes.buffer.slice(0),
+          uint8: bytes, int8: new Int8Array(bytes.buffer), base64: Buffer.from(bytes).toString("base64"),
+        };
+        const out = {};
+        for (const [k, v] of Object.entries(forms)) out[k] = [Array.from(u8(v)), Array.from(f32(v))];
+        out.none = [Array.from(u8(null)), Array.from(u8("%%not base64%%"))];
+        console.log(JSON.stringify(out));"""))
+    for form in ("dataview", "arraybuffer", "uint8", "int8", "base64"):
+        assert got[form] == [[0, 0, 128, 63, 0, 0, 0, 64, 7], [1.0, 2.0]], form
+    assert got["none"] == [[], []]
+
+
+def test_thumbnails_are_fetched_in_parts_until_all_arrived():
+    """requestThumbs asks again from where a (size-limited) reply stopped."""
+    got = json.loads(_node("""
+        import { requestThumbs } from "./js/lib/thumbs.js";
+        const asked = [];
+        const chan = { request: async (m) => { asked.push([m.start, m.count]);
+          const n = Math.min(m.count, 7, 30 - m.start);
+          return { msg: { count: n, total: 30, start: m.start }, buffers: Array(n).fill(0) }; } };
+        const parts = await requestThumbs(chan, { type: "thumbs", start: 2, count: 25 });
+        console.log(JSON.stringify({ asked, n: parts.reduce((a, p) => a + p.msg.count, 0) }));"""))
+    assert got == {"asked": [[2, 25], [9, 18], [16, 11], [23, 4]], "n": 25}
+
+
+def test_thumbnail_replies_stay_under_half_a_megabyte():
+    """Big thumbnails (64 of 128-160 px) come in parts of at most MAX_REPLY_BYTES; the parts,
+    asked for from where each stopped, are exactly the one big answer."""
+
+    class Noisy(FakeLens):  # incompressible crops: the PNG path has to cut too
+        def crops(self, layer, k, size=None):
+            g = torch.Generator().manual_seed(int(k))
+            return torch.randint(0, 256, (self.m, 3, self.crop_size, self.crop_size), generator=g, dtype=torch.uint8)
+
+    big = Noisy(image_size=160, crop_size=128, m=64, n_samples=256)
+    g = W.ConceptGallery(big, "block4", 1)
+    limit = W._base.MAX_REPLY_BYTES
+    for kind, fmt in (("crops", "raw"), ("full", "raw"), ("crops", "png")):
+        start, raw, boxes, pngs = 0, b"", [], []
+        while start < 64:
+            out, bufs = reply(g, {"type": "thumbs", "layer": "block4", "component": 1, "start": start, "count": 64 - start,
+                                  "size": 256, "kind": kind, "format": fmt})
+            assert 1 <= out["count"] < 64 and sum(map(len, bufs)) <= limit, (kind, fmt, out["count"])
+            assert len(bufs) == (out["count"] if fmt == "png" else 1 + (kind == "full"))
+            if fmt == "raw":
+                n, hh, ww, c = out["shape"]
+                assert n == out["count"] and len(bufs[0]) == n * hh * ww * c
+                raw += bufs[0]
+            else:
+                pngs += bufs
+            if kind == "full":
+                assert out["heatmap_shape"][0] == len(out["boxes"]) == len(out["indices"]) == out["count"]
+                assert len(bufs[1]) == out["count"] * out["heatmap_shape"][1] * out["heatmap_shape"][2]
+                boxes += out["boxes"]
+            start += out["count"]
+        want = big.crops("block4", 1)
+        if kind == "crops" and fmt == "raw":
+            assert raw == want.permute(0, 2, 3, 1).contiguous().numpy().tobytes()
+        if fmt == "png":
+            assert len(pngs) == 64 and np.array_equal(np.asarray(Image.open(io.BytesIO(pngs[-1]))),
+                                                      want[-1].permute(1, 2, 0).numpy())
+        if kind == "full":
+            assert len(boxes) == 64

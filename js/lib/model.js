@@ -2,13 +2,29 @@
 // binary buffers, the error banner and the linked selection.
 import { h, replace } from "./dom.js";
 
-/** Bytes trait / message buffer (DataView | ArrayBuffer | TypedArray | null) -> Uint8Array. */
+/**
+ * Bytes trait / message buffer -> Uint8Array. Front ends differ: JupyterLab hands DataViews,
+ * VS Code and Colab DataViews or ArrayBuffers, some hosts typed arrays, and marimo gives binary
+ * data nested in a dict trait as a base64 string; all of them read the same here.
+ */
 export function u8(buf) {
   if (!buf) return new Uint8Array(0);
   if (buf instanceof Uint8Array) return buf;
   if (buf instanceof ArrayBuffer) return new Uint8Array(buf);
-  if (ArrayBuffer.isView(buf)) return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (ArrayBuffer.isView(buf)) return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength); // DataView, typed arrays
+  if (typeof buf === "string") return fromBase64(buf);
   return new Uint8Array(0);
+}
+
+function fromBase64(text) {
+  try {
+    const bin = atob(text);
+    const out = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+    return out;
+  } catch (err) {
+    return new Uint8Array(0); // not base64: no bytes rather than garbage
+  }
 }
 
 function typed(Ctor, buf) {

@@ -52,6 +52,27 @@ export function decodeThumbs(msg, buffers, urls) {
   return out;
 }
 
+/**
+ * Ask the kernel for `req.count` thumbnails. It answers with as many as fit in one message of
+ * about half a megabyte (front ends such as VS Code and Colab struggle with larger ones) and says
+ * how many it sent: this asks again from where the last reply stopped until all are there.
+ * Returns the replies in order: [{msg, buffers}, ...].
+ */
+export async function requestThumbs(chan, req) {
+  const parts = [];
+  let start = req.start || 0;
+  let left = req.count;
+  while (left > 0) {
+    const part = await chan.request({ ...req, start, count: left });
+    parts.push(part);
+    const n = part.msg.count || 0;
+    if (n <= 0 || start + n >= (part.msg.total ?? Infinity)) break;
+    start += n;
+    left -= n;
+  }
+  return parts;
+}
+
 let observer = null;
 const callbacks = new WeakMap();
 
@@ -99,8 +120,9 @@ export function thumbStrip(chan, layer, component, count, opts = {}) {
   const urls = [];
   const stop = whenVisible(el, async () => {
     try {
-      const { msg, buffers } = await chan.request({ type: "thumbs", layer, component, start: 0, count, size, kind, format });
-      const imgs = decodeThumbs(msg, buffers, urls);
+      const parts = await requestThumbs(chan, { type: "thumbs", layer, component, start: 0, count, size, kind, format });
+      const imgs = parts.flatMap((p) => decodeThumbs(p.msg, p.buffers, urls));
+      const msg = parts[0].msg;
       slots.forEach((slot, i) => {
         slot.classList.remove("slw-loading");
         if (imgs[i]) {

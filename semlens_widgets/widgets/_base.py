@@ -28,6 +28,7 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 MAX_STR = 500          # longest accepted free-text field (queries, concept names)
 MAX_LIST = 200         # most concepts in an edited list
 MAX_THUMBS = 64        # most thumbnails per request
+MAX_REPLY_BYTES = 512 * 1024  # binary payload of one reply: front ends (VS Code, Colab) choke on messages near 1 MB
 THUMB_SIZES = (16, 256)
 FORMATS = ("png", "raw")
 
@@ -403,6 +404,9 @@ class LensWidget(anywidget.AnyWidget):
     _thumb_kinds: ClassVar[tuple[str, ...]] = ("crops", "full")
 
     def _thumbs(self, lens, layer, comp, start, count, size, kind, fmt, content):
+        """The reply carries as many of the ``count`` images as fit in :data:`MAX_REPLY_BYTES`
+        (at least one) and says how many in ``count``; the front end asks for the rest
+        (``requestThumbs`` in js/lib/thumbs.js)."""
         extra: dict = {}
         bufs_extra: list[bytes] = []
         if kind == "crops":
@@ -415,8 +419,27 @@ class LensWidget(anywidget.AnyWidget):
             total = len(ex)
             idx = ex.indices[start:start + count]
             imgs, extra, bufs_extra = self._full_images(lens, layer, comp, idx, start, size)
-        meta, bufs = encode_images(imgs, fmt)
         n = int(imgs.shape[0])
+        hs = extra.get("heatmap_shape")
+        heat = int(hs[1]) * int(hs[2]) if (bufs_extra and hs) else 0  # bytes of one heatmap
+        meta, bufs = encode_images(imgs, fmt)
+        if fmt == "raw":  # one buffer [n, h, w, C]: cut it at the images that fit
+            per_image = len(bufs[0]) // max(1, n) + heat
+            fit = max(1, min(n, MAX_REPLY_BYTES // max(1, per_image))) if n else 0
+            bufs = [bufs[0][: fit * (len(bufs[0]) // max(1, n))]]
+        else:  # one compressed buffer per image: keep those whose bytes fit
+            fit, used = 0, 0
+            while fit < n and (fit == 0 or used + len(bufs[fit]) + heat <= MAX_REPLY_BYTES):
+                used += len(bufs[fit]) + heat
+                fit += 1
+            bufs = bufs[:fit]
+        if fit < n:
+            meta["shape"] = [fit, *meta["shape"][1:]]
+            extra = {k: (v[:fit] if k in ("indices", "boxes") else v) for k, v in extra.items()}
+            if bufs_extra:  # the heatmaps [n, h, w] uint8
+                extra["heatmap_shape"] = [fit, *extra["heatmap_shape"][1:]]
+                bufs_extra = [bufs_extra[0][: fit * heat]]
+            n = fit
         return ({"layer": layer, "component": comp, "start": start, "count": n, "total": total,
                  "kind": kind, **meta, **extra}, bufs + bufs_extra)
 

@@ -99,6 +99,19 @@ class Explorer(ipywidgets.VBox):
         super().__init__(rows, **kwargs)
         self.add_class("slw-explorer-box")
 
+    def _display_(self):
+        """How marimo shows the explorer (its display protocol; Jupyter uses the VBox): marimo
+        renders anywidgets but not ipywidgets' boxes, so the same views, linked as above, are laid
+        out with marimo's own stacks."""
+        import marimo as mo
+
+        def row(*views):
+            return mo.hstack([v for v in views if v is not None], widths=[2, 3][: sum(v is not None for v in views)],
+                             align="start", gap=0.5)
+
+        return mo.vstack([self.header, row(self.search, self.map), row(self.gallery, self.sankey)]
+                         + ([self.audit] if self.audit is not None else []), gap=0.5)
+
     @property
     def selection(self) -> dict:
         return self.header.selection
