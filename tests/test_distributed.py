@@ -198,6 +198,25 @@ def _worker(rank: int, world: int, port: int, root: str, out: str) -> None:
             result["chunks"] = torch.cat([p["x"] for p in parts]).tolist()
             result["computed"] = computed
             result["saved"] = sorted(Store(root).keys("job/")) if rank == 0 else None
+            # a resumed, sharded collection pass: the first 2 batches came from an interrupted
+            # one-process pass; the ranks collect the rest in rounds of one batch each
+            model, data = _cli_world.model(), _cli_world.duplicated()
+            layers, n = ["features.relu2", "fc"], len(_cli_world.duplicated())
+            fresh = lambda: RunningTopM(layers, 4, n, torch.device("cpu"))  # noqa: E731
+            base = collect_topm(model, data, layers, 4, batch_size=8, indices=range(16), state=fresh(),
+                                progress=False, keep_state=True)
+            seen = []
+
+            def part(indices, local):
+                return collect_topm(model, data, layers, 4, batch_size=8, indices=indices, state=local,
+                                    progress=False, keep_state=True)
+
+            merged = distributed.collect_sharded(part, fresh, n_total=n, batch_size=8, state=base,
+                                                 checkpoint=lambda st: seen.append(st.n_seen), checkpoint_every=1)
+            res = merged.result()
+            result["resumed"] = {k: (v.indices, v.values) for k, v in res.topm.items()}
+            result["resumed_labels"] = res.labels
+            result["checkpoints"] = seen
             try:
                 distributed.check_same(f"model-{rank}", "model fingerprint")
             except RuntimeError as e:
@@ -218,6 +237,15 @@ def test_process_group_primitives_on_two_gloo_ranks(tmp_path):
         assert r["none"] is None and r["bcast"] == [0.0, 0.25, 0.5, 0.75, 1.0]
         assert r["chunks"] == [i * 10 for i in range(9)]
         assert "rank(s) [1] hold another model fingerprint than rank 0" in r["same"]
+    # resumed + sharded collection == one uninterrupted pass, bit for bit, on both ranks
+    whole = collect_topm(_cli_world.model(), _cli_world.duplicated(), ["features.relu2", "fc"], 4, batch_size=8,
+                         progress=False)
+    for r in (r0, r1):
+        for name, (idx, val) in r["resumed"].items():
+            assert torch.equal(idx, whole.topm[name].indices) and torch.equal(val, whole.topm[name].values)
+        assert torch.equal(r["resumed_labels"], whole.labels)
+    # 3 batches left after the resume: a round of 2 (one per rank) is checkpointed, the last is not
+    assert r0["checkpoints"] == [32] and r1["checkpoints"] == []
     # the stored chunk was loaded, not recomputed; the other four were dealt out in rounds
     assert sorted(r0["computed"] + r1["computed"]) == [(0, 2), (4, 6), (6, 8), (8, 9)]
     assert r0["computed"] == [(0, 2), (6, 8)] and r1["computed"] == [(4, 6), (8, 9)]
