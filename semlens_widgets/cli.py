@@ -37,14 +37,23 @@ from typing import Any, Sequence
 __all__ = ["main", "build_parser"]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+def _int_at_least(lo: int, what: str):
+    """An argparse type: an int >= ``lo`` (``what`` names it in the error)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
+        return v
+
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
+_nonnegative_int = _int_at_least(0, "an integer >= 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+_STEPS = ("collect", "crops", "embed")  # the steps of Lens.run (its on_step names)
+
+
 class _Timer:
     """Wall-clock seconds per stage name (accumulates)."""
 
@@ -101,6 +113,17 @@ class _Timer:
         if stage not in self.seconds:
             self.order.append(stage)
         self.seconds[stage] += dt
+
+    def summary(self) -> list[str]:
+        """The timing lines: each stage, with the steps of a Lens.run indented under it."""
+        lines = ["timings (s):"]
+        for stage in self.order:
+            if stage in _STEPS:
+                continue
+            lines.append(f"  {stage:<40} {self.seconds[stage]:7.1f}")
+            if stage.startswith("run"):
+                lines += [f"    {sub:<38} {self.seconds[sub]:7.1f}" for sub in _STEPS if sub in self.seconds]
+        return lines
 
     def stage(self, name: str):
         timer = self
@@ -128,6 +151,10 @@ def run_demo(args: argparse.Namespace) -> int:
     from semlens_widgets import demo
     from semlens_widgets.lens import Lens
 
+    if not args.no_map:  # UMAP's numba code compiles (or loads from its cache) while the pipeline runs
+        from semlens_widgets.kernels.projection import warm_up
+
+        warm_up()
     t_start = time.perf_counter()
     timer = _Timer()
     with timer.stage("load world"):
@@ -181,15 +208,8 @@ def run_demo(args: argparse.Namespace) -> int:
         for line in evaluation.summary().splitlines():
             _print("  " + line)
     _print()
-    _print("timings (s):")
-    for stage in timer.order:
-        if stage in ("collect", "crops", "embed"):
-            continue
-        _print(f"  {stage:<40} {timer.seconds[stage]:7.1f}")
-        if stage.startswith("run"):
-            for sub in ("collect", "crops", "embed"):
-                if sub in timer.seconds:
-                    _print(f"    {sub:<38} {timer.seconds[sub]:7.1f}")
+    for line in timer.summary():
+        _print(line)
     _print(f"  {'total up to the map':<40} {pipeline:7.1f}")
     _print(f"results stored in {Path(args.store).resolve()} (a second run loads them)")
     return 0
@@ -235,16 +255,6 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- semlens run
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
 
 
 def _layer_list(text: str) -> list[str]:
@@ -444,15 +454,8 @@ def _run_lens(args: argparse.Namespace, spec, device) -> int:
     say()
     for layer in spec.layers:
         say(f"  {layer}: {lens.num_components(layer):,} components")
-    say("timings (s):")
-    for stage in timer.order:
-        if stage in ("collect", "crops", "embed"):
-            continue
-        say(f"  {stage:<40} {timer.seconds[stage]:7.1f}")
-        if stage.startswith("run"):
-            for sub in ("collect", "crops", "embed"):
-                if sub in timer.seconds:
-                    say(f"    {sub:<38} {timer.seconds[sub]:7.1f}")
+    for line in timer.summary():
+        say(line)
     root = lens.store.root
     where = str(Path(root).resolve()) if root is not None else args.store
     say(f"results stored in {where}; reopen with slw.Lens.from_store({where!r}) or "

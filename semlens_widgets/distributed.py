@@ -74,14 +74,19 @@ _state = threading.local()
 
 
 @contextlib.contextmanager
-def local() -> Iterator[None]:
-    """Run the enclosed pipeline steps in this process alone, even inside a process group (e.g.
-    reopening a finished store on rank 0 only: ``Lens.from_store`` loads under it)."""
-    _state.local = getattr(_state, "local", 0) + 1
+def _counted(flag: str) -> Iterator[None]:
+    """Count this thread into ``flag`` while the block runs (nested blocks count up)."""
+    setattr(_state, flag, getattr(_state, flag, 0) + 1)
     try:
         yield
     finally:
-        _state.local -= 1
+        setattr(_state, flag, getattr(_state, flag) - 1)
+
+
+def local() -> contextlib.AbstractContextManager:
+    """Run the enclosed pipeline steps in this process alone, even inside a process group (e.g.
+    reopening a finished store on rank 0 only: ``Lens.from_store`` loads under it)."""
+    return _counted("local")
 
 
 def group_active() -> bool:
@@ -97,15 +102,10 @@ def active() -> bool:
     return getattr(_state, "depth", 0) > 0 and not getattr(_state, "local", 0) and group_active()
 
 
-@contextlib.contextmanager
-def sharded() -> Iterator[None]:
+def sharded() -> contextlib.AbstractContextManager:
     """Share the work of the enclosed pipeline steps among the ranks (a no-op without a group of
     more than one rank). Every rank must run the same steps inside it."""
-    _state.depth = getattr(_state, "depth", 0) + 1
-    try:
-        yield
-    finally:
-        _state.depth -= 1
+    return _counted("depth")
 
 
 def rank() -> int:
