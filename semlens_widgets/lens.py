@@ -363,6 +363,13 @@ class Lens:
         return self.pipeline.layers.names
 
     @property
+    def graph_layers(self) -> list[str]:
+        """The layers :meth:`attribution_graph` can include (its default): module outputs that
+        CRP conditions on -- not SAE layers, not one call (``"name@i"``) or one element
+        (``"name[j]"``) of a module."""
+        return self.pipeline.layers.flow_layers()
+
+    @property
     def saes(self) -> dict[str, Any]:
         """``{"name": SAE}`` of the SAE layers ``"name:sae"`` (empty without SAE layers)."""
         return self.pipeline.layers.saes
@@ -558,6 +565,8 @@ class Lens:
         group into an upper-layer group (the last layer flows into the class node), averaged
         over up to ``max_samples`` samples of the class (each scaled to unit absolute relevance
         at the last layer). See :func:`semlens_widgets.kernels.relevance.build_attribution_graph`.
+        ``layers`` default: :attr:`graph_layers` (SAE layers are refused: CRP conditions on module
+        outputs, and the latents are a read-out the prediction does not pass through).
         """
         return self.semantics.attribution_graph(target, layers, concepts, top_k=top_k, threshold=threshold,
                                                 over=over, max_samples=max_samples)

@@ -120,9 +120,10 @@ class LayerSet:
         require_whole_module(spec)
         return layer
 
-    def plain_layers(self) -> list[str]:
-        """The layers that are module outputs (not SAE layers), in order."""
-        return [n for n, s in self._specs.items() if not s.sae]
+    def flow_layers(self) -> list[str]:
+        """The layers attribution graphs can include (``crp(layer, flows=True)`` accepts them):
+        whole module outputs, not SAE layers; in order."""
+        return [n for n, s in self._specs.items() if s.call is None and s.element is None and not s.sae]
 
     def crp_layers(self) -> list[str]:
         """The layers relevance can be computed for, in order (SAE layers whose base layer is one)."""

@@ -225,7 +225,7 @@ class Attribution:
         and in the store."""
         target = self.target(target)
         layers = [self.layers.crp(l, flows=True) for l in
-                  (self.layers.check_many(layers) if layers is not None else self.layers.plain_layers())]
+                  (self.layers.check_many(layers) if layers is not None else self.layers.flow_layers())]
         over = self.over(over)
         max_samples = positive_int("max_samples", max_samples)
         top_k = nonnegative_int("top_k", top_k)

@@ -28,7 +28,8 @@ class LensLike(Protocol):
     Attributes: ``layers`` (names), ``m`` (concept examples per component), ``crop_mode``,
     ``crop_size`` (default crop side or None), ``fm`` (its ``identity`` dict names the
     foundation model), ``class_names`` (list[str] or None), ``num_classes`` (int or None),
-    ``n_samples`` (dataset size), ``vocabulary`` (list[str] or None).
+    ``n_samples`` (dataset size), ``vocabulary`` (list[str] or None), ``graph_layers`` (the
+    layers ``attribution_graph`` accepts: not SAE layers).
     """
 
     layers: list[str]
@@ -40,6 +41,7 @@ class LensLike(Protocol):
     num_classes: int | None
     n_samples: int
     vocabulary: list[str] | None
+    graph_layers: list[str]
 
     def set_vocabulary(self, concepts: Sequence[str] | None) -> None: ...
 

@@ -49,6 +49,7 @@ class FakeLens:
                  concepts: list[str] | None = None):
         self._sizes = dict(layers or {"block3": 8, "block4": 12})
         self.layers = list(self._sizes)
+        self.graph_layers = list(self.layers)  # the layers attribution graphs accept
         self.m = m
         self.n_samples = n_samples
         self.image_size = image_size

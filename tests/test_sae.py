@@ -279,7 +279,7 @@ def test_sae_layer_names_and_errors():
         LayerSet(model, ["nope:sae"], {"nope": sae})
     layers = LayerSet(model, [BASE, SAE_LAYER], {BASE: sae})
     assert layers.is_sae(SAE_LAYER) and not layers.is_sae(BASE) and layers.base(SAE_LAYER) == BASE
-    assert layers.crp_layers() == [BASE, SAE_LAYER] and layers.plain_layers() == [BASE]
+    assert layers.crp_layers() == [BASE, SAE_LAYER] and layers.flow_layers() == [BASE]
 
 
 def test_recorder_encodes_the_base_output():
@@ -326,6 +326,7 @@ def test_lens_analyses_an_sae_layer_like_any_layer(fm, tmp_path):
     assert lens.top_classes(SAE_LAYER, 2).shape[0] == 48
     with pytest.raises(ValueError, match="attribution graphs cannot include the SAE layer"):
         lens.attribution_graph(0, [BASE, SAE_LAYER])
+    assert lens.graph_layers == [BASE]
     assert lens.attribution_graph(0, concepts=["red"]).layers == [BASE]  # default: the module layers
 
 
