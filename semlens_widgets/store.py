@@ -212,32 +212,51 @@ def fingerprint(*parts: Any) -> str:
 
 
 def tensor_digest(t: torch.Tensor) -> str:
-    """sha256 (hex) of a tensor's dtype, shape and content.
+    """sha256 (hex) of a tensor's dtype, shape and content; the same on every device, thread
+    count and machine.
 
     Tensors up to 2**20 elements are hashed byte for byte. Bigger ones are hashed from a
-    strided sample of 2**16 elements (evenly spaced over the flattened tensor) plus the float64
-    sum and sum of squares of the whole tensor, so that any realistic change of the weights
-    (fine-tuning, a different checkpoint) changes the digest while hashing a 100M-parameter
-    model stays well under a second.
+    strided sample of 2**16 elements (evenly spaced over the flattened tensor) plus two exact
+    integer moments of the whole tensor's raw bytes, read as unsigned 16-bit words: their sum
+    and their sum of squares (see :func:`_word_moments`). Integer sums do not depend on the
+    order of summation, so a store made on a GPU, under torchrun (one thread per process) or
+    in a notebook (many threads) gets the same fingerprints -- float sums did not. Any
+    realistic change of the weights (fine-tuning, a different checkpoint) changes the digest,
+    and hashing a 100M-parameter model stays around a second.
     """
     t = t.detach()
     h = hashlib.sha256()
     h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
     flat = t.reshape(-1)
     if flat.numel() > _FULL_HASH_MAX_NUMEL:
-        # moments are computed where the tensor lives; only the sample moves to the cpu
-        if flat.dtype.is_floating_point or flat.dtype.is_complex:
-            f64 = flat.to(torch.float64) if not flat.dtype.is_complex else torch.view_as_real(flat).to(torch.float64)
-            moments = torch.stack([f64.sum(), (f64 * f64).sum()])
-        else:
-            i64 = flat.to(torch.int64)
-            moments = torch.stack([i64.sum(), (i64 * i64).sum()]).to(torch.float64)
-        h.update(moments.cpu().numpy().tobytes())
+        h.update(_word_moments(flat).encode())
         step = flat.numel() // _SAMPLE_NUMEL
         flat = flat[::step][:_SAMPLE_NUMEL]
     # raw bytes work for every dtype (bool, bfloat16, float8, ...)
     h.update(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+_WORD_CHUNK = 1 << 24  # 16-bit words per partial sum: squares < 2**32, a chunk's sum < 2**56
+
+
+def _word_moments(flat: torch.Tensor) -> str:
+    """Exact ``sum(w)`` and ``sum(w * w)`` over the raw bytes of ``flat [n]`` read as unsigned
+    16-bit words ``w`` (a trailing odd byte counts as one word), computed where the tensor
+    lives in int64 chunks (no overflow: a chunk's sums stay below 2**56) and accumulated as
+    Python ints. Returned as ``"<sum>:<sum of squares>"``."""
+    raw = flat.contiguous().view(torch.uint8)
+    odd = raw.numel() % 2
+    words = raw[: raw.numel() - odd].view(torch.int16)
+    total = square = 0
+    for s in range(0, words.numel(), _WORD_CHUNK):
+        w = words[s : s + _WORD_CHUNK].to(torch.int64) & 0xFFFF
+        total += int(w.sum())
+        square += int((w * w).sum())
+    if odd:
+        last = int(raw[-1])
+        total, square = total + last, square + last * last
+    return f"{total}:{square}"
 
 
 def module_fingerprint(module: torch.nn.Module) -> str:

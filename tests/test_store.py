@@ -219,3 +219,32 @@ def test_module_fingerprint_tracks_weights_and_buffers():
     with torch.no_grad():
         net[1].running_mean += 0.1
     assert module_fingerprint(net) != f0
+
+
+def test_tensor_digest_of_big_tensors_does_not_depend_on_thread_count():
+    # float64 moments summed by several threads rounded differently from one thread: a store
+    # made under torchrun (1 thread per process) looked stale in a notebook (many threads)
+    from semlens_widgets.store import tensor_digest
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3_000_017, generator=g) * torch.logspace(-8, 8, 3_000_017)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = tensor_digest(x)
+        torch.set_num_threads(max(2, before))
+        many = tensor_digest(x)
+    finally:
+        torch.set_num_threads(before)
+    assert one == many
+
+
+def test_tensor_digest_of_big_tensors_sees_a_change_outside_the_sample():
+    from semlens_widgets.store import tensor_digest
+
+    x = torch.randn(2_000_003, generator=torch.Generator().manual_seed(1))
+    y = x.clone()
+    y[12_345] = y[12_345] + 1e-3  # not one of the 2**16 strided sample positions
+    assert tensor_digest(x) != tensor_digest(y)
+    assert tensor_digest(x) == tensor_digest(x.clone())
+    assert tensor_digest(torch.ones(2_000_001, dtype=torch.bool)) != tensor_digest(torch.zeros(2_000_001, dtype=torch.bool))
