@@ -327,6 +327,8 @@ def test_lens_analyses_an_sae_layer_like_any_layer(fm, tmp_path):
     with pytest.raises(ValueError, match="attribution graphs cannot include the SAE layer"):
         lens.attribution_graph(0, [BASE, SAE_LAYER])
     assert lens.graph_layers == [BASE]
+    page = lens.report(tmp_path / "r.html", concepts=["red", "dog"], progress=False).read_text(encoding="utf-8")
+    assert SAE_LAYER in page[page.rfind("<header>"):]  # the map (last layer) and the measures show the latents
     assert lens.attribution_graph(0, concepts=["red"]).layers == [BASE]  # default: the module layers
 
 
