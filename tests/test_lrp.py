@@ -483,3 +483,18 @@ def test_attention_rules_match_explicit_operations():
     # the value path takes half of the output relevance (uniform rule)
     out = torch.softmax(q @ k.transpose(-1, -2) / 2, -1) @ v
     torch.testing.assert_close(rels[0][2].sum(), 0.5 * out.sum(), atol=1e-4, rtol=1e-3)
+
+
+def test_canonize_does_not_import_lrp():
+    """One-way imports between the two LRP modules: lrp uses canonize, never the reverse."""
+    import ast
+    import inspect
+
+    import semlens_widgets.kernels.canonize as canonize
+
+    tree = ast.parse(inspect.getsource(canonize))
+    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not any(m and m.split(".")[-1] == "lrp" for m in imported), imported
+    # its trace audits with zennit's layer map: the same modules the default rule set covers
+    model = TinyCNN()
+    assert trace_model(model, torch.rand(1, 3, 16, 16)).unsupported == []

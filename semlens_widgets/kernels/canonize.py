@@ -484,15 +484,16 @@ def trace_model(model: nn.Module, example_input: torch.Tensor | tuple, composite
     """Run ``model`` once on ``example_input`` (its first sample) and return the :class:`Trace`.
 
     ``composite``: the zennit composite whose rules cover whole modules (operations inside a
-    module with a rule are not audited); None: the default composite of :mod:`.lrp`.
-    Module hooks are suspended during the pass; eval mode, no parameter gradients.
+    module with a rule are not audited); None: zennit's ``EpsilonPlusFlat``, whose layer map
+    covers the same module types as every rule set of :mod:`.lrp` (which rule each module gets
+    does not change what is audited). Module hooks are suspended during the pass; eval mode, no
+    parameter gradients.
     """
+    from zennit.composites import EpsilonPlusFlat
     from zennit.types import BatchNorm, Linear
 
-    if composite is None:
-        from .lrp import make_composite
-
-        composite = make_composite(model, check=False)
+    if composite is None:  # zennit's, not .lrp's: .lrp imports this module (one-way imports)
+        composite = EpsilonPlusFlat()
     args = example_input if isinstance(example_input, tuple) else (example_input,)
     args = _first_sample(args)
     names = {id(m): n for n, m in model.named_modules()}

@@ -1,4 +1,4 @@
-"""Concept-example crops (DESIGN eq. 1, the crop half): heatmaps, boxes, batched crops.
+"""Concept-example crops (paper: concept examples, the crop): heatmaps, boxes, batched crops.
 
 Two heatmap sources, both batched over n (image, component) pairs in one forward/backward:
 
@@ -127,7 +127,8 @@ def crp_heatmaps(
     image_index: torch.Tensor | None = None,
     saes: dict[str, nn.Module] | None = None,
 ) -> torch.Tensor:
-    """CRP heatmaps of component ``components[i]`` of ``layer`` on image i (DESIGN eq. 1 crop).
+    """CRP heatmaps of component ``components[i]`` of ``layer`` on image i (paper: concept examples,
+    the crop).
 
     Relevance starts locally at ``layer`` (zennit-crp ``CondAttribution(...,
     start_layer=layer)`` with condition ``{layer: [k]}``): the initial relevance of image i is
@@ -326,8 +327,8 @@ def activation_heatmaps(
     pooling: str = "max",
     saes: dict[str, nn.Module] | None = None,
 ) -> torch.Tensor:
-    """Upsampled activation maps of component ``components[i]`` on image i (DESIGN eq. 1 crop,
-    for models without LRP rules).
+    """Upsampled activation maps of component ``components[i]`` on image i (paper: concept
+    examples, the crop, for models without LRP rules).
 
     Args:
         model: the network (run in eval mode under ``torch.inference_mode``; mode restored).
@@ -430,7 +431,7 @@ def boxes_from_heatmaps(
     kernel_size: int | None = None,
     baseline: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Crop boxes from heatmaps (DESIGN eq. 1 crop), by one of two rules.
+    """Crop boxes from heatmaps (paper: concept examples, the crop), by one of the crop rules.
 
     - ``crop_rule="threshold"`` (the paper's rule): pixel (y, x) of image i is kept when
       ``heatmaps[i, y, x] > 0`` and ``>= rel_threshold * heatmaps[i].max()`` (default 1 %).

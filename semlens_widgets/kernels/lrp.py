@@ -1,4 +1,5 @@
-"""LRP set-up for the CRP crops and relevances (DESIGN eq. 1 crop, eq. 3, eq. 9).
+"""LRP set-up for the CRP crops and relevances (paper: concept examples, the crop; relevance of
+components; attribution graphs).
 
 One entry point for callers, :func:`resolve_composite`, turns what the user brings (a zennit
 ``Composite`` or a rule name, a list of canonizers, or None for both) into the composite the
@@ -38,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 from zennit.core import BasicHook, mod_params
 
-from .canonize import FunctionalRules, TracedMergeBatchNorm, _HANDLED, _SAFE, trace_model
+from .canonize import FunctionalRules, _HANDLED, _SAFE, default_canonizers, trace_model
 
 __all__ = [
     "RULES",
@@ -173,7 +174,7 @@ def canonizers_for(model: nn.Module, example_input: Any = None) -> list:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return [TracedMergeBatchNorm(example_input), FunctionalRules()]
+    return default_canonizers(example_input)
 
 
 def make_composite(
