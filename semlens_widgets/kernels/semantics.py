@@ -304,15 +304,18 @@ def build_search_index(theta_unit: torch.Tensor, probes: torch.Tensor, null: tor
     offsets[1:] = torch.cumsum(torch.bincount(cell, minlength=L), 0)
     index = SearchIndex(centroids, order, offsets, n_probe=L, recall=1.0, k=int(k))
 
-    dirs = search_direction(probes, null)
+    # recall@k of n_probe cells, for every n_probe at once: scanned components keep their exact
+    # scores, so a dense top-k component is found iff its cell is among the query's n_probe best
     kk = min(int(k), C)
     exact = torch.topk(search_scores(probes, null, theta_unit, theta_normalized=True), kk, dim=1).indices  # [P, k]
+    cell_order = torch.argsort(search_direction(probes, null) @ centroids.T, dim=1, descending=True)  # [P, L]
+    cell_rank = torch.empty_like(cell_order).scatter_(1, cell_order, torch.arange(L).expand_as(cell_order))
+    needed = cell_rank.gather(1, cell[exact])  # [P, k] rank of each dense hit's cell
     n_probe = 4
     while n_probe <= max(4, L // 4):
-        _, got = index_top_hits(index, theta_unit, dirs, kk, n_probe=n_probe)
-        hit = (got[:, :, None] == exact[:, None, :]).any(2).float().mean()
-        if float(hit) >= target_recall:
-            index.n_probe, index.recall = min(n_probe, L), float(hit)
+        hit = float((needed < n_probe).float().mean())
+        if hit >= target_recall:
+            index.n_probe, index.recall = min(n_probe, L), hit
             return index
         n_probe *= 2
     return None
