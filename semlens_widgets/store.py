@@ -341,7 +341,7 @@ def _check_key(key: Any) -> str:
     return key
 
 
-def _check_tensors(key: str, tensors: Any) -> dict[str, torch.Tensor]:
+def _check_tensors(key: str, tensors: Any, copy: bool = True) -> dict[str, torch.Tensor]:
     if not isinstance(tensors, dict) or not tensors:
         raise TypeError(
             f"store.save({key!r}, ...): tensors must be a non-empty dict[str, Tensor], "
@@ -356,8 +356,17 @@ def _check_tensors(key: str, tensors: Any) -> dict[str, torch.Tensor]:
                 f"store.save({key!r}, ...): value of {name!r} must be a torch.Tensor, "
                 f"got {type(t).__name__}"
             )
-        # clone: safetensors refuses tensors sharing storage; contiguous cpu copies are safe.
-        out[name] = t.detach().to("cpu").contiguous().clone()
+        out[name] = t.detach().to("cpu").contiguous()
+    # copies: an in-memory store keeps the tensors (the caller may change its own); safetensors
+    # refuses tensors sharing storage. A file needs no copy otherwise (saving a 30 GB entry then
+    # holds its bytes once, not twice).
+    seen: set[int] = set()
+    for name, t in out.items():
+        ptr = t.untyped_storage().data_ptr() if t.numel() else None
+        if copy or ptr in seen:
+            out[name] = t.clone()
+        elif ptr is not None:
+            seen.add(ptr)
     return out
 
 
@@ -1142,7 +1151,7 @@ class Store:
         _check_key(key)
         if not isinstance(fingerprint, str) or not fingerprint:
             raise TypeError(f"store.save({key!r}, ...): fingerprint must be a non-empty str, got {fingerprint!r}")
-        tensors = _check_tensors(key, tensors)
+        tensors = _check_tensors(key, tensors, copy=self.root is None)
         meta = _check_json(key, meta)
         record = {
             "fingerprint": fingerprint,
