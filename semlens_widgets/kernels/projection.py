@@ -3,7 +3,7 @@
 Pure numpy/torch + umap-learn (imported lazily: numba compiles on first use), no disk.
 
 Big layers in bounded memory: UMAP's neighbour graph and layout grow with the number of points
-(and its time more than linearly), so above ``max_fit`` components (default 20,000) the map is
+(and its time more than linearly), so above ``max_fit`` components (default 10,000) the map is
 fitted on a seeded sample of ``max_fit`` components and the others are placed by UMAP's own
 ``transform`` (their neighbours among the sample, then a short optimisation with the sample
 fixed), ``chunk`` components at a time. Peak memory is then that of a ``max_fit`` fit plus one
@@ -71,8 +71,8 @@ def warm_up() -> threading.Thread:
     return t
 
 
-MAX_FIT = 20_000   # components fitted at once; more are placed by transform (module docstring)
-CHUNK = 20_000     # components placed per transform call
+MAX_FIT = 10_000   # components fitted at once; more are placed by transform (module docstring)
+CHUNK = 10_000     # components placed per transform call
 
 
 def umap_2d(

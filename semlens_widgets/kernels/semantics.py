@@ -21,6 +21,7 @@ searched densely (exact). Smaller layers are always searched densely.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -238,6 +239,22 @@ def _cells_rows(index: SearchIndex, cells: torch.Tensor) -> torch.Tensor:
     return index.order[torch.arange(total) + shift]
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """torch's intra-op threads set to 1 inside (restored after): a query's scan is a few hundred
+    small operations on ~1 MB each, which threads cannot speed up, while every parallel region
+    waits for its slowest thread (on a busy machine: a scheduler time slice, 10-50x the work)."""
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def index_top_hits(index: SearchIndex, theta_unit: torch.Tensor, directions: torch.Tensor, k: int,
                    n_probe: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k components of each query through the inverted lists of ``index``.
@@ -263,14 +280,15 @@ def index_top_hits(index: SearchIndex, theta_unit: torch.Tensor, directions: tor
     directions = directions.float()
     cells = torch.topk(directions @ index.centroids.T, n_probe, dim=1).indices  # [Q, n_probe]
     vals, comps = [], []
-    for q in range(directions.shape[0]):
-        rows = _cells_rows(index, cells[q])
-        if rows.numel() < kk:  # cells too small: widen to every cell (exact)
-            rows = torch.arange(theta_unit.shape[0])
-        sc = theta_unit.index_select(0, rows) @ directions[q]
-        v, i = torch.topk(sc, kk)
-        vals.append(v)
-        comps.append(rows[i])
+    with _one_thread():
+        for q in range(directions.shape[0]):
+            rows = _cells_rows(index, cells[q])
+            if rows.numel() < kk:  # cells too small: widen to every cell (exact)
+                rows = torch.arange(theta_unit.shape[0])
+            sc = theta_unit.index_select(0, rows) @ directions[q]
+            v, i = torch.topk(sc, kk)
+            vals.append(v)
+            comps.append(rows[i])
     return torch.stack(vals), torch.stack(comps)
 
 
