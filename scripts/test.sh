@@ -18,5 +18,12 @@ if [ -f js/package.json ]; then
 fi
 
 mkdir -p artifacts/screenshots
+# One demo store for the whole run: the first browser test fills it (tests/_jlab.py,
+# filled_demo_store), the other browser tests, the marimo test and the notebooks (nbval, whose
+# store is notebooks/demo-lens-store) load it instead of computing the demo lens again.
+mkdir -p artifacts/demo-lens-store
+if [ ! -e notebooks/demo-lens-store ] && [ ! -L notebooks/demo-lens-store ]; then
+  ln -s ../artifacts/demo-lens-store notebooks/demo-lens-store
+fi
 echo "== pytest (tests/ and notebooks/ under nbval)"
-python3 -m pytest -q --timeout 900 --nbval-lax tests notebooks "$@"
+python3 -m pytest -q --timeout 900 --durations=20 --nbval-lax tests notebooks "$@"

@@ -212,6 +212,12 @@ def run_demo(args: argparse.Namespace) -> int:
         _print(line)
     _print(f"  {'total up to the map':<40} {pipeline:7.1f}")
     _print(f"results stored in {Path(args.store).resolve()} (a second run loads them)")
+    _print()
+    _print("next (README, 'After the demo'):")
+    _print('  open a notebook: pip install -e ".[notebook]", then jupyter lab notebooks/quickstart.ipynb')
+    _print("                   or marimo edit notebooks/quickstart_marimo.py")
+    _print('  write a report:  lens.report("report.html", audit=dict(valid=[...], spurious=["watermark"], '
+           'target="star")) -> one HTML file to send')
     return 0
 
 

@@ -7,6 +7,7 @@ server stopped by its PID afterwards.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -19,6 +20,8 @@ import urllib.request
 from pathlib import Path
 
 CHROMIUM = os.environ.get("SLW_CHROMIUM", "/usr/bin/chromium")
+REPO = Path(__file__).resolve().parent.parent
+SHOWCASE = REPO / "tests" / "notebooks" / "browser_showcase.ipynb"
 TOKEN = "slw-test-token"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync",
@@ -37,6 +40,40 @@ def missing() -> str | None:
     return None
 
 
+# --------------------------------------------------------------------------- the shared demo store
+def demo_store() -> Path:
+    """The one store of the demo world that the browser tests, the marimo test and the notebooks
+    of a test run share: ``$SLW_DEMO_STORE``, else ``artifacts/demo-lens-store`` (kept between runs;
+    scripts/test.sh links ``notebooks/demo-lens-store`` to it). The store is safe to share: every
+    entry carries the fingerprint of what made it (a stale one is recomputed) and concurrent
+    writers take its locks."""
+    return Path(os.environ.get("SLW_DEMO_STORE") or REPO / "artifacts" / "demo-lens-store").resolve()
+
+
+_FILLED: set[Path] = set()
+
+
+def filled_demo_store() -> Path:
+    """:func:`demo_store` holding the demo lens and every result the views of the showcase read
+    (maps, labels, class relevances, the attribution graph of the shortcut class, the audit).
+    The first call of a test session runs the showcase notebook's code in a plain Python process
+    (minutes the first time; a kernel busy that long under a loaded CPU can lose its websocket, so
+    the browser only loads); later calls return at once, and a store filled by an earlier run
+    only loads (about 20 s)."""
+    store = demo_store()
+    if store not in _FILLED:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        nb = json.loads(SHOWCASE.read_text())
+        code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+        env = {**os.environ, "SLW_DEMO_STORE": str(store), "TQDM_DISABLE": "1",
+               "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        t0 = time.time()
+        subprocess.run([sys.executable, "-c", code], env=env, cwd=store.parent, check=True, timeout=1500)
+        print(f"[demo store {store}: filled or loaded in {time.time() - t0:.0f} s]")
+        _FILLED.add(store)
+    return store
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -44,11 +81,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def jupyterlab(files: list[Path], timeout: float = 90.0):
-    """Copy ``files`` into a temp dir, start JupyterLab there; yields (base_url, root_dir)."""
+def jupyterlab(files: list[Path], timeout: float = 90.0, links: dict[str, Path] | None = None):
+    """Copy ``files`` into a temp dir, start JupyterLab there; yields (base_url, root_dir).
+    ``links``: name -> path of symbolic links to put next to them (e.g. a shared store)."""
     root = Path(tempfile.mkdtemp(prefix="slw-jlab-"))
     for f in files:
         shutil.copy(f, root / Path(f).name)
+    for name, target in (links or {}).items():
+        (root / name).symlink_to(Path(target).resolve(), target_is_directory=True)
     port = free_port()
     env = dict(os.environ)
     # keep user settings / workspaces out of the test: a fresh config and data dir per run
@@ -182,14 +222,7 @@ def canvas_ink(page, selector: str) -> dict:
         }""", selector)
 
 
-def canvas_colors(page, selector: str, min_pixels: int = 12, index: int = 0) -> dict:
-    """Distinct colours drawn on the index-th canvas matching selector (RGB quantised to 5 bits,
-    ignoring the background = the most common colour; a colour counts when it covers at least
-    ``min_pixels`` pixels), and the bounding box of everything that is not background as a
-    fraction of the canvas: {"colors": int, "bbox": [x0, y0, x1, y1] in 0..1, "ink": int}."""
-    return page.evaluate(
-        """([sel, minPx, index]) => {
-          const c = document.querySelectorAll(sel)[index];
+_COLORS_JS = """(c, minPx) => {
           if (!c) return {colors: 0, bbox: null, ink: 0};
           const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
           const counts = new Map();
@@ -210,7 +243,20 @@ def canvas_colors(page, selector: str, min_pixels: int = 12, index: int = 0) -> 
             }
           }
           return {colors, ink, bbox: ink ? [x0 / c.width, y0 / c.height, (x1 + 1) / c.width, (y1 + 1) / c.height] : null};
-        }""", [selector, min_pixels, index])
+        }"""
+
+
+def canvas_colors(page, selector, min_pixels: int = 12, index: int = 0) -> dict:
+    """Distinct colours drawn on the index-th canvas matching selector (RGB quantised to 5 bits,
+    ignoring the background = the most common colour; a colour counts when it covers at least
+    ``min_pixels`` pixels), and the bounding box of everything that is not background as a
+    fraction of the canvas: {"colors": int, "bbox": [x0, y0, x1, y1] in 0..1, "ink": int}.
+    ``selector`` may also be a Playwright locator of the canvas (it finds canvases inside shadow
+    roots, as in marimo)."""
+    if not isinstance(selector, str):
+        return selector.nth(index).evaluate(f"(c, minPx) => ({_COLORS_JS})(c, minPx)", min_pixels)
+    return page.evaluate(f"([sel, minPx, index]) => ({_COLORS_JS})(document.querySelectorAll(sel)[index], minPx)",
+                         [selector, min_pixels, index])
 
 
 DECODED_JS = """(root) => [...root.querySelectorAll('img.slw-thumb-img, canvas.slw-thumb-img')].filter(i =>

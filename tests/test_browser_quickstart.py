@@ -4,7 +4,11 @@ Debian's Chromium through Playwright, Run All, then every view of the explorer m
 Its own module so that its Playwright instance never overlaps the module-scoped one of
 tests/test_browser.py (the sync API refuses to start inside a running loop).
 
-    python -m pytest tests/test_browser_quickstart.py -q      # a few minutes: lens.run() included
+The notebook's store (``demo-lens-store`` next to it) is a link to the demo store the browser
+tests and the notebooks share (``_jlab.filled_demo_store``): the first test of a run fills it,
+this one loads it, so ``lens.run()`` in the notebook takes seconds.
+
+    python -m pytest tests/test_browser_quickstart.py -q      # minutes when the store is new
 """
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from _jlab import canvas_colors, canvas_ink, chromium, jupyterlab, missing, open_notebook, run_all, wait_decoded
+from _jlab import (canvas_colors, canvas_ink, chromium, filled_demo_store, jupyterlab, missing, open_notebook, run_all,
+                   wait_decoded)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -30,7 +35,8 @@ if _why:
 # missing Lens.explorer are failures of the package, and fail here.
 def test_quickstart_notebook_renders_every_view():
     quick = REPO / "notebooks" / "quickstart.ipynb"
-    with jupyterlab([quick]) as (base, root), chromium() as ctx:
+    store = filled_demo_store()
+    with jupyterlab([quick], links={"demo-lens-store": store}) as (base, root), chromium() as ctx:
         pg = open_notebook(ctx, base, quick.name)
         errors: list[str] = []
         pg.on("pageerror", lambda e: errors.append(str(e)))

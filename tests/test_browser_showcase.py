@@ -3,27 +3,24 @@ Playwright), light and dark: what each view shows is waited for and asserted, an
 screenshots a person would show a colleague go to ``artifacts/screenshots/demo-<view>-<theme>.png``.
 
 The notebook (tests/notebooks/browser_showcase.ipynb) builds the demo lens as the README does.
-Its code runs once in a plain Python process first (a few minutes on a laptop CPU) so that the
-store holds every result the views read; in the browser the notebook then only loads them (a
-kernel busy for minutes under a loaded CPU can lose its websocket, and JupyterLab then drops the
-queued cells). The store is ``artifacts/demo-lens-store`` (kept between runs: a rerun only loads)
-or ``SLW_DEMO_STORE=/path``. The hostile-string checks live in tests/test_browser.py, on a test
+Its code runs once in a plain Python process first (``_jlab.filled_demo_store``: a few minutes on
+a laptop CPU) so that the store holds every result the views read; in the browser the notebook
+then only loads them (a kernel busy for minutes under a loaded CPU can lose its websocket, and
+JupyterLab then drops the queued cells). The store is the one the other browser tests, the marimo
+test and the notebooks share: ``artifacts/demo-lens-store`` (kept between runs: a rerun only
+loads) or ``SLW_DEMO_STORE=/path``. The hostile-string checks live in tests/test_browser.py, on a test
 double, so that these pictures show a clean state.
 
     python -m pytest tests/test_browser_showcase.py -q      # minutes the first time, ~1 min after
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from _jlab import (canvas_colors, chromium, clipped_placeholders, hide_side_panels, jupyterlab, missing,
-                   open_notebook, render_failure, run_all, set_theme, wait_decoded)
+from _jlab import (canvas_colors, chromium, clipped_placeholders, filled_demo_store, hide_side_panels, jupyterlab,
+                   missing, open_notebook, render_failure, run_all, set_theme, wait_decoded)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -58,24 +55,13 @@ def view(page, name: str, index: int = 0):
     return page.locator(f"[data-testid='slw-{name}']").nth(index)
 
 
-def fill_store(store: Path) -> None:
-    """Run the notebook's code in a plain Python process: the demo lens and every result its
-    views read (maps, labels, relevances, the attribution graph, the audit) land in ``store``."""
-    nb = json.loads(NOTEBOOK.read_text())
-    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-    env = {**os.environ, "SLW_DEMO_STORE": str(store), "TQDM_DISABLE": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    subprocess.run([sys.executable, "-c", code], env=env, cwd=store.parent, check=True, timeout=1500)
-
-
 @pytest.fixture(scope="module")
 def page():
     SHOTS.mkdir(parents=True, exist_ok=True)
-    # kept between runs under artifacts/ (git ignores it): a rerun loads instead of computing, and
-    # the store's fingerprints recompute whatever a code change made stale
-    store = Path(os.environ.get("SLW_DEMO_STORE") or REPO / "artifacts" / "demo-lens-store")
-    store.parent.mkdir(parents=True, exist_ok=True)
-    fill_store(store)
+    # the store shared with the other browser tests and the notebooks (kept under artifacts/, git
+    # ignores it): a rerun loads instead of computing, and the store's fingerprints recompute
+    # whatever a code change made stale
+    store = filled_demo_store()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SLW_DEMO_STORE", str(store))  # the JupyterLab server and its kernel inherit it
         with jupyterlab([NOTEBOOK], timeout=120) as (base, root), chromium(viewport=(1500, 1000)) as ctx:
