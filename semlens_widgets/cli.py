@@ -142,6 +142,22 @@ def _print(msg: str = "") -> None:
     print(msg, flush=True)
 
 
+def _conservation_lines(rows: list[dict]) -> list[str]:
+    """The LRP conservation of the CRP layers (``lens.conservation()`` rows or the stored
+    ``conservation/<layer>`` summaries): a title and one line per layer, flagged when low or
+    unstable (``kernels.lrp.conservation_warning``)."""
+    from semlens_widgets.kernels.lrp import conservation_warning
+
+    if not rows:
+        return []
+    lines = ["LRP conservation of the CRP crops (input heatmap sum / start relevance, 1 is perfect):"]
+    for r in rows:
+        flag = "  <- not conserved: relevance values unreliable" if conservation_warning(r) else ""
+        lines.append(f"  {r['layer']}: median {r['median']:.3f} (10-90 %: {r['q10']:.3f} .. {r['q90']:.3f}, "
+                     f"min {r['min']:.3f}) over {r['n']} concept examples{flag}")
+    return lines
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """``semlens demo``: see the module docstring."""
     import torch
@@ -199,6 +215,8 @@ def run_demo(args: argparse.Namespace) -> int:
         _print(f"  {layer}: {n_lab}/{n} components labelled; most common: {top}")
         if res.gaps:
             _print(f"    concepts no component carries: {', '.join(res.gaps)}")
+    for line in _conservation_lines(lens.conservation().to_dict("records")):
+        _print(line)
     hits = lens.search(world.shortcut_artefact, k=5)
     _print(f"search {world.shortcut_artefact!r}: " + ", ".join(
         f"{r.layer}:{r.component} ({r.score:+.3f})" for r in hits.itertuples()))
@@ -257,6 +275,8 @@ def run_info(args: argparse.Namespace) -> int:
     for r in rows:
         shapes = ", ".join(f"{k} {list(v)}" for k, v in r["shapes"].items())
         _print(f"  {r['key']:<40} {r['bytes'] / 1e3:9.1f} kB  {shapes}")
+    for line in _conservation_lines([r["meta"] for r in rows if r["key"].startswith("conservation/")]):
+        _print(line)
     return 0
 
 
@@ -460,6 +480,8 @@ def _run_lens(args: argparse.Namespace, spec, device) -> int:
     say()
     for layer in spec.layers:
         say(f"  {layer}: {lens.num_components(layer):,} components")
+    for line in _conservation_lines(lens.conservation().to_dict("records")):
+        say(line)
     for line in timer.summary():
         say(line)
     root = lens.store.root

@@ -53,7 +53,8 @@ from semlens_widgets.lens_checks import check_device, check_model, describe, is_
 from semlens_widgets.lens_data import DataView
 from semlens_widgets.lens_keys import AnalysisKeys
 from semlens_widgets.lens_layers import LayerSet
-from semlens_widgets.lens_pipeline import CROP_MODES, Pipeline, PipelineConfig, check_writable, lrp_setup
+from semlens_widgets.kernels.lrp import check_setup
+from semlens_widgets.lens_pipeline import CROP_MODES, Pipeline, PipelineConfig, check_crop_rule, check_writable, lrp_setup
 from semlens_widgets.lens_relevance import Attribution
 from semlens_widgets.lens_describe import Describer
 from semlens_widgets.lens_semantics import ComponentInfo, SemanticIndex
@@ -177,11 +178,31 @@ class Lens:
             top-m, saved in the store; an interrupted run resumes from the last one and ends with
             the same results, bit for bit, as long as batch_size is the same). None: after the
             first batch that ends a minute or more after the last checkpoint.
+        composite: the LRP rules of CRP crops and relevance: None (the default, zennit's
+            EpsilonPlusFlat with a z+ rule that conserves relevance at units active only through
+            a bias, and zero biases), a rule name (``"epsilon_plus_flat"``, ``"epsilon_plus"``,
+            ``"epsilon_alpha2_beta1_flat"``, ``"epsilon_alpha2_beta1"``) or a zennit
+            ``Composite`` (used with its own rules).
+        canonizers: a list of zennit canonizers (e.g. ``[zennit.torchvision.ResNetCanonizer()]``)
+            or None: BatchNorms merged into the convolution whose output they alone consume,
+            found by tracing the model (torchvision / timm ResNet, VGG, EfficientNet, MobileNet,
+            ConvNeXt, efficientnet-pytorch). Rules for residual sums, gates, layer scales,
+            SiLU / GELU and attention (AttnLRP) are always added. The model is traced on two
+            samples here: with ``crop="crp"`` (or a composite / canonizers given) an operation
+            without a rule is refused, naming module and operation; otherwise relevance falls back
+            to activation x gradient. Results depend on the set-up's id
+            (:attr:`lrp_id`; a user composite is named by its classes and settings: one whose
+            code changes under the same names needs a new store or ``overwrite=True``).
+        crop_rule: how ``crop="crp"`` turns a heatmap into a box
+            (:func:`~semlens_widgets.kernels.crops.boxes_from_heatmaps`): ``"threshold"``,
+            ``"zennit_crp"`` or ``"peak_region"``; None: the default
+            (:data:`~semlens_widgets.lens_pipeline.CROP_RULE`, chosen by measurement in
+            ``benchmarks/bench_crop_rules.py``). Part of the boxes' fingerprint.
 
     Parts: :attr:`pipeline`, :attr:`semantics`, :attr:`attribution`, :attr:`describer` (see the
     module docstring).
-    Attributes: ``model, dataset, fm, device, store, m, crop_mode, pooling, layers, fingerprint,
-    class_names, num_classes, sample_labels, sample_predictions, composite, n_samples,
+    Attributes: ``model, dataset, fm, device, store, m, crop_mode, crop_rule, pooling, layers, fingerprint,
+    class_names, num_classes, sample_labels, sample_predictions, composite, lrp_id, n_samples,
     batch_size, num_workers, chunk_size, checkpoint_every, crop_size, display_transform, progress,
     model_fingerprint, model_signature, dataset_fingerprint``.
     """
@@ -208,6 +229,9 @@ class Lens:
         overwrite: bool = False,
         chunk_size: int = 64,
         checkpoint_every: int | None = None,
+        composite: Any = None,
+        canonizers: Sequence[Any] | None = None,
+        crop_rule: str | None = None,
     ):
         # ---- cheap argument checks first -------------------------------------------------
         check_model(model)
@@ -233,6 +257,8 @@ class Lens:
                              f"(batches between checkpoints of the collection pass), got {checkpoint_every!r}")
         if crop_size is not None and (not is_int(crop_size) or crop_size < 1):
             raise ValueError(f"crop_size must be None or an int >= 1, got {crop_size!r}")
+        check_setup(composite, canonizers)
+        crop_rule = check_crop_rule(crop_rule, crop)
         if class_names is not None:
             if isinstance(class_names, str) or not all(isinstance(c, str) for c in class_names):
                 raise TypeError(f"class_names must be a list of str or None, got {class_names!r:.100}")
@@ -247,7 +273,8 @@ class Lens:
         device = check_device(device)
         model = model.to(device).eval()
         layer_set.to(device)
-        lrp = lrp_setup(model, crop)
+        lrp = lrp_setup(model, crop, composite, canonizers,
+                        example_input=data.model_inputs(range(min(2, len(data)))).to(device))
         if batch_size is None:
             from semlens_widgets.lens_device import default_batch_size
 
@@ -256,7 +283,8 @@ class Lens:
         self.config = PipelineConfig(m=int(m), crop_mode=crop, pooling=pooling, batch_size=int(batch_size),
                                      num_workers=int(num_workers), chunk_size=int(chunk_size),
                                      crop_size=crop_size, progress=bool(progress),
-                                     checkpoint_every=None if checkpoint_every is None else int(checkpoint_every))
+                                     checkpoint_every=None if checkpoint_every is None else int(checkpoint_every),
+                                     crop_rule=crop_rule)
 
         # ---- store and parts ---------------------------------------------------------------
         self.model_fingerprint = module_fingerprint(model)
@@ -303,6 +331,17 @@ class Lens:
     def composite(self) -> Any:
         """The zennit composite of the crops and relevance (None: no LRP rules)."""
         return self.pipeline.composite
+
+    @property
+    def lrp_id(self) -> str | None:
+        """The id of the LRP set-up (JSON text: rule or composite class and rules, canonizers,
+        versions; ``kernels.lrp.setup_id``); None without LRP rules."""
+        return self.attribution.keys.lrp
+
+    @property
+    def crop_rule(self) -> str:
+        """How ``crop="crp"`` turns a heatmap into a box (``kernels.crops.CROP_RULES``)."""
+        return self.config.crop_rule
 
     @property
     def fingerprint(self) -> str:
@@ -437,8 +476,28 @@ class Lens:
 
     def heatmaps(self, layer: str, k: int) -> torch.Tensor:
         """Heatmaps ``[m_eff, H, W]`` float32 of component k on its concept examples (CRP
-        relevance or activation map by crop mode; ones for ``crop="full"``). Runs the model."""
+        relevance or activation map by crop mode; ones for ``crop="full"``). Runs the model.
+
+        The sums are reported by :meth:`heatmap_sums` (each heatmap's sum over its start
+        relevance; the heatmaps of the last call are kept, so it does not run the model again),
+        and per layer, over all concept examples, by :meth:`conservation`."""
         return self.pipeline.heatmaps(layer, k)
+
+    def heatmap_sums(self, layer: str, k: int) -> pd.DataFrame:
+        """How much relevance each heatmap of :meth:`heatmaps` holds: DataFrame ``sample, start,
+        sum, ratio`` (one row per concept example: the summed start relevance at the layer, the
+        summed input heatmap, their ratio; 1.0 is perfect conservation). ``crop="crp"`` only:
+        other crop modes have no relevance (NaN start and ratio)."""
+        return self.pipeline.heatmap_sums(layer, k)
+
+    def conservation(self, layer: str | None = None) -> pd.DataFrame:
+        """How well the LRP set-up conserves relevance, per CRP layer: DataFrame ``layer, median,
+        q10, q90, min, n`` of the ratio input heatmap sum / start relevance over all concept
+        examples of the layer (1.0 is perfect; measured in the crop step, stored with the boxes).
+        A layer whose median is below 0.5, or whose 10-90 % range leaves [0.5, 2], is warned
+        about when the crops are made or loaded: its relevance values (:meth:`relevance`, the
+        audit, attribution graphs) are unreliable. Empty for ``crop="activation"`` / ``"full"``."""
+        return self.pipeline.conservation(layer)
 
     def embeddings(self, layer: str) -> torch.Tensor:
         """Semantic embeddings theta ``[C, d]`` float32 (the mean of the example embeddings;

@@ -10,7 +10,11 @@ Pipeline (:class:`PipelineKeys`)::
     collect/<layer>             indices [C, m_eff] int64, values [C, m_eff] float32; meta: m, n_seen
     collect_checkpoint          the running top-m of a collection pass in progress
                                 (kernels.collect.RunningTopM.state_dict; deleted once collected)
-    boxes/<layer>               boxes [C, m_eff, 4] int64 (x0, y0, x1, y1; x1/y1 exclusive)
+    boxes/<layer>               boxes [C, m_eff, 4] int64 (x0, y0, x1, y1; x1/y1 exclusive);
+                                crop="crp": ratio [C, m_eff] float32 (input heatmap sum / start
+                                relevance, NaN where the start is not positive); meta: crop_mode, crop_rule
+    conservation/<layer>        ratio_quantiles [11] float64; meta: layer, median, q10, q90, min, n
+                                (crop="crp": what lens.conservation and `semlens info` show)
     embed/<layer>               V [C, m_eff, d] float16, theta [C, d] float32
     boxes/<layer>/chunk<a>-<b>, embed/<layer>/chunk<a>-<b>, fullemb/chunk<a>-<b>
                                 partial results of a run in progress (deleted once assembled)
@@ -68,7 +72,7 @@ class PipelineKeys:
 
     model, dataset: fingerprints of the model's parameters and buffers and of the dataset;
     crop_setup: everything besides the crop mode that decides the boxes (relevance threshold,
-    LRP set-up, where CRP starts, the pooling of activation maps); fm: the foundation model's
+    LRP set-up id, where CRP starts, the pooling of activation maps, the crop rule); fm: the foundation model's
     identity; display: the display transform's id; crop_side: the side crops are resized to;
     saes: ``{"LAYER": sae.identity}`` of the SAE layers (``LayerSet.sae_identities``).
     """
@@ -114,6 +118,11 @@ class PipelineKeys:
     def boxes(self, layer: str) -> Entry:
         return Entry(f"boxes/{layer}", fingerprint("boxes", self.collect(layer).fingerprint, self.crop_mode,
                                                    *self.crop_setup))
+
+    def conservation(self, layer: str) -> Entry:
+        """The conservation summary of a CRP layer's crops (its numbers in the entry's meta, the
+        quantiles of the ratios as a tensor), derived from the ``ratio`` of its boxes entry."""
+        return Entry(f"conservation/{layer}", fingerprint("conservation", self.boxes(layer).fingerprint))
 
     def embed(self, layer: str) -> Entry:
         return Entry(f"embed/{layer}", fingerprint("embed", self.boxes(layer).fingerprint, self.fm, self.display,

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from semlens_widgets import distributed
+from semlens_widgets.kernels.crops import CROP_RULES
 from semlens_widgets.lens_checks import is_int
 from semlens_widgets.lens_data import DataView
 from semlens_widgets.lens_keys import Entry, PipelineKeys
@@ -50,11 +51,17 @@ from semlens_widgets.lens_layers import LayerSet
 from semlens_widgets.results import ComponentExamples, TopM
 from semlens_widgets.store import Store, StoreError
 
-__all__ = ["CROP_MODES", "REL_THRESHOLD", "ACT_THRESHOLD", "ACT_PROBES", "PipelineConfig", "Pipeline", "LrpSetup", "lrp_setup", "cached_in_chunks",
-           "step_lock"]
+__all__ = ["CROP_MODES", "CROP_RULE", "REL_THRESHOLD", "ACT_THRESHOLD", "ACT_PROBES", "LOW_CONSERVATION",
+           "PipelineConfig", "Pipeline", "LrpSetup", "lrp_setup", "check_crop_rule", "cached_in_chunks", "step_lock"]
 
 CROP_MODES = ("crp", "activation", "full")
-REL_THRESHOLD = 0.01  # crop box: pixels with relevance >= 1% of the max
+#: the default crop rule of crop="crp" (kernels.crops.boxes_from_heatmaps), chosen by measurement
+#: (benchmarks/bench_crop_rules.py: label faithfulness on the demo world, box areas on real photos)
+CROP_RULE = "threshold"
+REL_THRESHOLD = 0.01  # crop_rule "threshold": pixels with relevance >= 1% of the max
+#: a CRP layer whose median input-heatmap sum is below this share of the start relevance is
+#: reported (a warning naming the layer; lens.conservation shows every layer)
+LOW_CONSERVATION = 0.5
 # crop="activation": pixels whose activation is at least 25% of the way from the component's
 # typical level (median over ACT_PROBES evenly spaced samples) to its peak on the image
 ACT_THRESHOLD = 0.25
@@ -70,7 +77,8 @@ class PipelineConfig:
     (batch_size is also the batch of crops and embeddings); chunk_size: components per
     resumable chunk; crop_size: default side of :meth:`Pipeline.crops` (None: the foundation
     model's input side); progress: tqdm bars; checkpoint_every: batches between checkpoints of
-    the collection pass (None: after the first batch that ends a minute or more after the last).
+    the collection pass (None: after the first batch that ends a minute or more after the last);
+    crop_rule: how crop="crp" turns a heatmap into a box (``kernels.crops.CROP_RULES``).
     """
 
     m: int
@@ -82,35 +90,82 @@ class PipelineConfig:
     crop_size: int | None
     progress: bool
     checkpoint_every: int | None = None
+    crop_rule: str = CROP_RULE
 
 
 @dataclass(frozen=True)
 class LrpSetup:
     """The LRP set-up of a model: a zennit composite (None: no LRP rules, relevance falls back
-    to activation x gradient) and its id in the fingerprints of the results it shapes."""
+    to activation x gradient) and its id in the fingerprints of the results it shapes.
+
+    ``id``: :func:`semlens_widgets.kernels.lrp.setup_id`, JSON text naming the rule (or the
+    user composite's class, its rules and their plain settings), the canonizers and the versions
+    of zennit and of this package's rules. A user composite or canonizer is named by its
+    classes and settings, not its code: one whose behaviour changes under the same names gets
+    the same id, so results stored with the old behaviour would be reused -- give such a set-up
+    a new store (or ``overwrite=True``)."""
 
     composite: Any
     id: str | None
 
 
-def lrp_setup(model: nn.Module, crop_mode: str) -> LrpSetup:
-    """The LRP set-up of ``model`` for the crops and the relevance.
+def check_crop_rule(crop_rule: Any, crop_mode: str) -> str:
+    """The crop rule of a Lens: None -> :data:`CROP_RULE`; else one of ``kernels.crops.CROP_RULES``,
+    which apply to the relevance heatmaps of ``crop="crp"`` only (activation crops keep their
+    own rule, ``crop="full"`` has none): another crop mode with an explicit rule is refused."""
+    from semlens_widgets.kernels.crops import CROP_RULES
 
-    The composite is made for the architecture (``kernels.lrp.make_composite``) when zennit has
-    rules for every module, else None. ``crop_mode="crp"`` without LRP rules raises, naming the
-    unsupported modules. A user-supplied composite / canonizers replace the default here.
+    if crop_rule is None:
+        return CROP_RULE
+    if not isinstance(crop_rule, str) or crop_rule not in CROP_RULES:
+        raise ValueError(f"unknown crop_rule {crop_rule!r}; accepted: None (the default {CROP_RULE!r}) or one of "
+                         f"{list(CROP_RULES)}")
+    if crop_mode != "crp":
+        raise ValueError(f"crop_rule={crop_rule!r} applies to crop='crp' (relevance heatmaps); crop={crop_mode!r} "
+                         "has its own rule: leave crop_rule=None")
+    return crop_rule
+
+
+def lrp_setup(model: nn.Module, crop_mode: str, composite: Any = None, canonizers: Any = None, *,
+              example_input: torch.Tensor | None = None) -> LrpSetup:
+    """The LRP set-up of ``model`` for the crops and the relevance (the Lens's ``composite=``,
+    ``canonizers=``), made before any work.
+
+    ``composite`` None (the default rule, zennit's EpsilonPlusFlat with this package's
+    conserving z+ and zero biases), a rule name of ``kernels.lrp.RULES`` or a zennit Composite;
+    ``canonizers`` None (the traced BatchNorm merging) or a list of zennit canonizers; this
+    package's functional rules (residual sums, gates, attention) are always added
+    (``kernels.lrp.resolve_composite``). ``example_input`` (a few model inputs on the model's
+    device) traces the model: an operation on the relevance path without a rule raises, naming
+    module and operation, when ``crop="crp"`` or when the user brought a composite / canonizers;
+    otherwise (default set-up, activation or full crops) the set-up is None and relevance falls
+    back to activation x gradient (``kernels.relevance``). Bad values raise before any work.
     """
-    from semlens_widgets.kernels.lrp import make_composite, supports_lrp, unsupported_modules
+    from semlens_widgets.kernels.lrp import check_setup, resolve_composite, setup_id, unsupported_modules
 
-    if not supports_lrp(model):
-        if crop_mode == "crp":
+    check_setup(composite, canonizers)
+    user = composite is not None or canonizers is not None
+    resolved = resolve_composite(model, composite, canonizers)
+    try:
+        bad = [] if example_input is None else unsupported_modules(model, example_input, composite=resolved)
+    except Exception as e:  # noqa: BLE001 -- a forward pass the audit cannot follow
+        if crop_mode == "crp" or user:
+            raise ValueError(f"the LRP set-up could not trace {type(model).__name__} ({type(e).__name__}: {e}); "
+                             f"use crop='activation' (upsampled activation maps) or crop='full'") from e
+        warnings.warn(f"no LRP set-up for {type(model).__name__} (the trace failed: {type(e).__name__}: {e}); "
+                      "relevance uses activation x gradient", stacklevel=3)
+        return LrpSetup(None, None)
+    if bad:
+        if crop_mode == "crp" or user:
+            given = " (with the given composite / canonizers)" if user else ""
             raise ValueError(
-                f"crop='crp' needs LRP rules, which {type(model).__name__} does not support "
-                f"(no rule for modules {unsupported_modules(model)[:5]}; e.g. ViTs or unknown "
-                f"ops); use crop='activation' (upsampled activation maps) or crop='full'"
+                f"crop={crop_mode!r} needs LRP rules for every operation on the relevance path{given}; "
+                f"{type(model).__name__} has none for {bad[:5]}{' ...' if len(bad) > 5 else ''}; "
+                f"use crop='activation' (upsampled activation maps; relevance then uses activation x gradient) "
+                f"or crop='full', or pass composite= / canonizers= whose rules cover them"
             )
         return LrpSetup(None, None)
-    return LrpSetup(make_composite(model), "epsilon_plus_flat")
+    return LrpSetup(resolved, setup_id(composite, canonizers, resolved))
 
 
 def cached_in_chunks(store: Store, entry: Entry, n: int, size: int, compute: Callable[[int, int], dict],
@@ -209,7 +264,10 @@ class Pipeline:
                         # CRP starts at the peak neuron for max poolings (crops.crp_heatmaps)
                         ("peak" if config.pooling in ("max", "absmax") else "map") if crp else None,
                         (config.pooling, "above-typical", ACT_THRESHOLD, ACT_PROBES)
-                        if config.crop_mode == "activation" else None),
+                        if config.crop_mode == "activation" else None,
+                        # the crop rule and its threshold; the boxes entry also holds the
+                        # conservation ratios (crp)
+                        *((config.crop_rule, CROP_RULES[config.crop_rule], "ratio") if crp else ())),
             fm=dict(fm.identity), display=data.display_id, crop_side=self.crop_side,
             saes=layers.sae_identities(),
         )
@@ -221,7 +279,10 @@ class Pipeline:
         self._samples: dict[str, Any] = {}
         self._levels: dict[str, torch.Tensor] = {}  # layer -> [C] typical activation (crop="activation")
         self._warned: set[str] = set()               # layers warned about full-image activation crops
+        self._warned_conservation: set[str] = set()  # layers warned about low / unstable conservation
         self._shapes: dict[str, list] = {}          # layer -> per-sample output shape (collection)
+        self._ratios: dict[str, torch.Tensor] = {}   # layer -> [C, m_eff] input heatmap sum / start (crp)
+        self._last_heatmaps: tuple | None = None     # (layer, k, heatmaps, start) of the last heatmaps()
 
     @property
     def crop_side(self) -> int:
@@ -413,15 +474,54 @@ class Pipeline:
             got = distributed.cached(self.store, entry.key, entry.fingerprint, lambda: {"boxes": full},
                                      meta={"crop_mode": self.config.crop_mode})
         else:
+            keys = ("boxes", "ratio") if self.config.crop_mode == "crp" else ("boxes",)
             got = cached_in_chunks(
                 self.store, entry, C, self.config.chunk_size,
-                lambda a, b: {"boxes": self._compute_boxes(layer, idx[a:b], torch.arange(a, b))},
-                lambda parts: {"boxes": torch.cat([p["boxes"] for p in parts])},
-                desc=f"crops {layer}", progress=self.config.progress, meta={"crop_mode": self.config.crop_mode},
+                lambda a, b: self._compute_boxes(layer, idx[a:b], torch.arange(a, b)),
+                lambda parts: {key: torch.cat([p[key] for p in parts]) for key in keys},
+                desc=f"crops {layer}", progress=self.config.progress,
+                meta={"crop_mode": self.config.crop_mode, "crop_rule": self.config.crop_rule
+                      if self.config.crop_mode == "crp" else None},
             )
         self._boxes[layer] = got["boxes"].long()
         if self.config.crop_mode == "activation":
             self._warn_full_crops(layer)
+        if "ratio" in got:
+            self._ratios[layer] = got["ratio"].float()
+            self._keep_conservation(layer)
+
+    def _keep_conservation(self, layer: str) -> None:
+        """Save the conservation summary of ``layer`` (``conservation/<layer>``: its numbers in the
+        entry's meta, which ``semlens info`` prints) and warn when it is low or unstable."""
+        from semlens_widgets.kernels.lrp import conservation_warning
+
+        row = self.conservation_row(layer)
+        entry = self.keys.conservation(layer)
+        if distributed.is_writer() and not self.store.has(entry.key, entry.fingerprint):
+            check_writable(self.store, f"the conservation summary of layer {layer!r} is not stored")
+            self.store.save(entry.key, {"ratio_quantiles": self._ratio_quantiles(layer)}, entry.fingerprint, meta=row)
+        msg = conservation_warning(row, LOW_CONSERVATION)
+        if msg and layer not in self._warned_conservation:
+            self._warned_conservation.add(layer)
+            warnings.warn(msg, stacklevel=4)
+
+    def _ratio_quantiles(self, layer: str) -> torch.Tensor:
+        """``[11]`` the 0, 10, ..., 100 % quantiles of the layer's conservation ratios (NaN if none)."""
+        r = self._ratios[layer].reshape(-1).double()
+        r = r[torch.isfinite(r)]
+        if not r.numel():
+            return torch.full((11,), float("nan"), dtype=torch.float64)
+        return torch.quantile(r, torch.linspace(0, 1, 11, dtype=torch.float64))
+
+    def conservation_row(self, layer: str) -> dict:
+        """The conservation of ``layer``'s CRP crops: ``layer, median, q10, q90, min, n`` over all
+        its concept examples (``kernels.lrp.ratio_summary`` of the input heatmap sums over the
+        start relevance, stored with the boxes)."""
+        from semlens_widgets.kernels.lrp import ratio_summary
+
+        r = self._ratios[layer].reshape(-1)
+        ok = torch.isfinite(r)
+        return {"layer": layer, **ratio_summary(r[ok], torch.ones(int(ok.sum())))}
 
     def _warn_full_crops(self, layer: str) -> None:
         """Warn once per layer when most activation crops of a spatial layer are the whole image
@@ -442,35 +542,51 @@ class Pipeline:
                 stacklevel=4,
             )
 
-    def heatmaps_of(self, layer: str, x: torch.Tensor, comps: torch.Tensor) -> torch.Tensor:
-        """``x [n, C, H, W]`` model inputs (on the device), ``comps [n]`` -> heatmaps ``[n, H, W]``
-        (CRP relevance for ``crop="crp"``, else the upsampled activation map)."""
+    def heatmaps_of(self, layer: str, x: torch.Tensor, comps: torch.Tensor, *,
+                    image_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x [u, C, H, W]`` model inputs (on the device), ``comps [n]`` -> ``(heatmaps [n, H, W],
+        start [n] or None)`` on the device: CRP relevance and each start's summed relevance for
+        ``crop="crp"``, else the upsampled activation map and None. ``image_index [n]``: heatmap
+        i is on ``x[image_index[i]]`` (None: ``x`` has n rows); CRP then runs each distinct
+        image forward once (``crp_heatmaps(image_index=...)``)."""
         from semlens_widgets.kernels.crops import activation_heatmaps, crp_heatmaps
 
         saes = self.layers.saes
         if self.config.crop_mode == "crp":
-            return crp_heatmaps(self.model, x, layer, comps, self.composite, pooling=self.config.pooling, saes=saes)
-        return activation_heatmaps(self.model, x, layer, comps, self.config.pooling, saes=saes)
+            return crp_heatmaps(self.model, x, layer, comps, self.composite, pooling=self.config.pooling, saes=saes,
+                                image_index=image_index, return_start=True)
+        if image_index is not None:
+            x = x[image_index.to(x.device)]
+        return activation_heatmaps(self.model, x, layer, comps, self.config.pooling, saes=saes), None
 
-    def _compute_boxes(self, layer: str, idx: torch.Tensor, comps: torch.Tensor) -> torch.Tensor:
-        """Boxes of the concept examples ``idx [c, me]`` of components ``comps [c]`` -> ``[c, me, 4]``."""
+    def _compute_boxes(self, layer: str, idx: torch.Tensor, comps: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Boxes of the concept examples ``idx [c, me]`` of components ``comps [c]``: ``{"boxes":
+        [c, me, 4]}``, with ``"ratio" [c, me]`` (input heatmap sum / start relevance, NaN where
+        the start is not positive) for ``crop="crp"``. Boxes are computed on the device."""
         from semlens_widgets.kernels.crops import boxes_from_heatmaps
 
         c, me = idx.shape
         flat_idx = idx.reshape(-1)
         flat_comp = comps[:, None].expand(c, me).reshape(-1)
         out = torch.empty(flat_idx.numel(), 4, dtype=torch.long)
+        ratio = torch.full((flat_idx.numel(),), float("nan"))
         act = self.config.crop_mode == "activation"
         levels = self._activation_levels(layer) if act else None
         for pos, uniq, inv in _sorted_batches(flat_idx, self.config.batch_size):
-            x = self.data.model_inputs(uniq).to(self.device)[inv.to(self.device)]
-            heat = self.heatmaps_of(layer, x, flat_comp[pos])
+            x = self.data.model_inputs(uniq).to(self.device)
+            heat, start = self.heatmaps_of(layer, x, flat_comp[pos], image_index=inv)
             if act:  # the part of the map above the component's typical level, not above 0
                 boxes = boxes_from_heatmaps(heat, rel_threshold=ACT_THRESHOLD, baseline=levels[flat_comp[pos]])
             else:
-                boxes = boxes_from_heatmaps(heat, rel_threshold=REL_THRESHOLD)
+                boxes = boxes_from_heatmaps(heat, crop_rule=self.config.crop_rule)
             out[pos] = boxes.long().cpu()
-        return out.view(c, me, 4)
+            if start is not None:
+                sums = heat.flatten(1).sum(1)
+                ratio[pos] = torch.where(start > 0, sums / start.clamp_min(1e-30), torch.nan).float().cpu()
+        got = {"boxes": out.view(c, me, 4)}
+        if self.config.crop_mode == "crp":
+            got["ratio"] = ratio.view(c, me)
+        return got
 
     def _activation_levels(self, layer: str) -> torch.Tensor:
         """``[C]`` the typical level of each component of ``layer`` (median of its activation
@@ -649,14 +765,51 @@ class Pipeline:
         crops = crop_resize(self.data.images(ex.indices), self._boxes[layer][ex.component], side)
         return (crops.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
 
-    def heatmaps(self, layer: str, k: Any) -> torch.Tensor:
+    def _heatmaps(self, layer: str, k: Any) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
+        """``(heatmaps [m_eff, H, W], start [m_eff] or None, examples)`` of component k on the CPU
+        (the last call is kept: heatmaps() then heatmap_sums() runs the model once)."""
         ex = self.examples(layer, k)
+        last = self._last_heatmaps
+        if last is not None and last[0] == layer and last[1] == ex.component:
+            return last[2], last[3], ex
         _, h, w = self.data.input_shape
         if self.config.crop_mode == "full":
-            return torch.ones(len(ex), h, w)
-        x = self.data.model_inputs(ex.indices).to(self.device)
-        comps = torch.full((len(ex),), ex.component, dtype=torch.long)
-        return self.heatmaps_of(layer, x, comps).detach().float().cpu()
+            heat, start = torch.ones(len(ex), h, w), None
+        else:
+            x = self.data.model_inputs(ex.indices).to(self.device)
+            comps = torch.full((len(ex),), ex.component, dtype=torch.long)
+            heat, start = self.heatmaps_of(layer, x, comps)
+            heat = heat.detach().float().cpu()
+            start = None if start is None else start.detach().float().cpu()
+        self._last_heatmaps = (layer, ex.component, heat, start)
+        return heat, start, ex
+
+    def heatmaps(self, layer: str, k: Any) -> torch.Tensor:
+        return self._heatmaps(layer, k)[0].clone()
+
+    def heatmap_sums(self, layer: str, k: Any):
+        """DataFrame ``sample, start, sum, ratio`` of component k's heatmaps (see Lens.heatmap_sums)."""
+        import pandas as pd
+
+        heat, start, ex = self._heatmaps(layer, k)
+        sums = heat.flatten(1).sum(1).double()
+        if start is None:
+            start_col = ratio = [float("nan")] * len(ex)
+        else:
+            start_col = start.double().tolist()
+            ratio = torch.where(start > 0, sums / start.double().clamp_min(1e-30), torch.nan).tolist()
+        return pd.DataFrame({"sample": ex.indices.tolist(), "start": start_col, "sum": sums.tolist(), "ratio": ratio})
+
+    def conservation(self, layer: str | None = None):
+        """DataFrame ``layer, median, q10, q90, min, n`` of the CRP layers (see Lens.conservation)."""
+        import pandas as pd
+
+        from semlens_widgets.kernels.lrp import SUMMARY_COLUMNS
+
+        self.require_run()
+        names = self.layers.names if layer is None else [self.layers.check(layer)]
+        rows = [self.conservation_row(name) for name in names if name in self._ratios]
+        return pd.DataFrame(rows, columns=["layer", *SUMMARY_COLUMNS])
 
     def embeddings(self, layer: str) -> torch.Tensor:
         self.require_run()

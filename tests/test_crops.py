@@ -1,5 +1,5 @@
-"""Crops (DESIGN eq. 1, crop): CRP and activation heatmaps find a known driving region; boxes and
-roi_align crops are exact; errors are clear; semantic embedding (eq. 2)."""
+"""Crops (paper: concept examples, the crop): CRP and activation heatmaps find a known driving
+region; boxes and roi_align crops are exact; errors are clear; semantic embedding."""
 from __future__ import annotations
 
 import pytest
@@ -303,10 +303,32 @@ def test_box_rules():
     assert z[1, 0] < 20 and z[1, 2] > 30 and z[1, 0] > 10 and z[1, 2] < 40  # blur widens a little
     assert float(box_area(z, 64, 64)[0]) < float(box_area(t, 64, 64)[0])
     assert zennit_crp_kernel_size(224, 224) == 19 and zennit_crp_kernel_size(64, 64) == 5
-    assert set(CROP_RULES) == {"threshold", "zennit_crp"}
+    assert set(CROP_RULES) == {"threshold", "zennit_crp", "peak_region"}
     full = boxes_from_heatmaps(-torch.ones(1, 8, 8), crop_rule="zennit_crp")
     assert full.tolist() == [[0, 0, 8, 8]]
     with pytest.raises(ValueError, match="unknown crop_rule 'blur'"):
         boxes_from_heatmaps(heat, crop_rule="blur")
     with pytest.raises(ValueError, match="kernel_size must be an odd int"):
         boxes_from_heatmaps(heat, crop_rule="zennit_crp", kernel_size=4)
+
+
+def test_peak_region_rule_keeps_the_blob_of_the_peak():
+    """A second blob above the threshold, away from the peak's, stretches the zennit-crp box over
+    the background between them; the peak-region box holds only the peak's blob. Gaps narrower
+    than a grid cell are bridged; an image without positive relevance gets the full box."""
+    from semlens_widgets.kernels.crops import box_area
+
+    heat = torch.zeros(3, 112, 112)
+    heat[:, 10:30, 10:30] = 1.0          # the peak's blob
+    heat[0, 80:95, 80:95] = 0.6          # a distant second blob
+    heat[1, 10:30, 31:50] = 0.9          # a neighbour one pixel away (bridged)
+    heat[2] = -1.0                       # nothing positive
+    z = boxes_from_heatmaps(heat, crop_rule="zennit_crp")
+    p = boxes_from_heatmaps(heat, crop_rule="peak_region")
+    assert z[0, 2] > 90 and z[0, 3] > 90   # zennit-crp spans both blobs
+    assert p[0, 2] < 40 and p[0, 3] < 40 and p[0, 0] < 10 and p[0, 1] < 10
+    assert p[1, 2] > 45                    # the neighbour joins the peak's region
+    assert p[2].tolist() == [0, 0, 112, 112]
+    assert float(box_area(p, 112, 112)[0]) < 0.2 * float(box_area(z, 112, 112)[0]) + 0.05
+    # the same boxes on the heatmaps' device and dtype-independent
+    torch.testing.assert_close(boxes_from_heatmaps(heat.double(), crop_rule="peak_region"), p)

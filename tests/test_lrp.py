@@ -498,3 +498,179 @@ def test_canonize_does_not_import_lrp():
     # its trace audits with zennit's layer map: the same modules the default rule set covers
     model = TinyCNN()
     assert trace_model(model, torch.rand(1, 3, 16, 16)).unsupported == []
+
+
+# ----------------------------------------------------------------------------- the Lens's LRP set-up
+
+
+@pytest.fixture(scope="module")
+def fm(tmp_path_factory):
+    from _models import tiny_clip_fm
+
+    return tiny_clip_fm(tmp_path_factory.mktemp("cfg"))
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, n=12, size=16, seed=0):
+        self.x = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+    def __len__(self):
+        return self.x.shape[0]
+
+    def __getitem__(self, i):
+        return self.x[i], i % 2
+
+
+def _lens(fm, model=None, layers=("features.relu2",), **kw):
+    from semlens_widgets.lens import Lens
+
+    kw.setdefault("crop", "crp")
+    kw.setdefault("store", None)
+    return Lens(model if model is not None else TinyCNN(num_classes=3), _Images(), fm, list(layers), m=3,
+                progress=False, batch_size=8, **kw)
+
+
+def test_lens_takes_a_rule_name_a_composite_or_canonizers(fm):
+    """composite= / canonizers= reach the crops and relevance, and name the set-up in the
+    fingerprints of everything they shape (boxes, relevance), not in those of the collection."""
+    import json
+    import warnings
+
+    from zennit.canonizers import SequentialMergeBatchNorm
+
+    default = _lens(fm)
+    ident = json.loads(default.lrp_id)
+    assert ident["rule"] == "epsilon_plus_flat" and ident["zennit"] and ident["semlens_lrp"]
+    assert [c[0].rsplit(".", 1)[-1] for c in ident["canonizers"]] == ["TracedMergeBatchNorm", "FunctionalRules"]
+    assert any(isinstance(h, ZPlusConserving) for _, h in default.composite.layer_map)
+
+    named = _lens(fm, composite="epsilon_plus")
+    assert isinstance(named.composite, EpsilonPlus) and json.loads(named.lrp_id)["rule"] == "epsilon_plus"
+
+    user = EpsilonPlusFlat()
+    given = _lens(fm, composite=user)
+    ident = json.loads(given.lrp_id)
+    assert ident["composite"] == "zennit.composites.EpsilonPlusFlat"
+    assert ["zennit.types.Convolution", "zennit.rules.ZPlus"] in [r[:2] for r in ident["layer_map"]]
+    assert given.composite is not user and type(given.composite) is EpsilonPlusFlat
+    assert any(isinstance(c, FunctionalRules) for c in given.composite.canonizers)
+
+    merged = _lens(fm, canonizers=[SequentialMergeBatchNorm()])
+    names = [c[0] for c in json.loads(merged.lrp_id)["canonizers"]]
+    assert names == ["zennit.canonizers.SequentialMergeBatchNorm", "semlens_widgets.kernels.canonize.FunctionalRules"]
+
+    lenses = (default, named, given, merged)
+    boxes = {lens.pipeline.keys.boxes("features.relu2").fingerprint for lens in lenses}
+    relevance = {lens.attribution.keys.relevance("features.relu2", 0, "label", 8).fingerprint for lens in lenses}
+    collect = {lens.pipeline.keys.collect("features.relu2").fingerprint for lens in lenses}
+    assert len(boxes) == 4 and len(relevance) == 4 and len(collect) == 1
+    # the crops use it: the user's stock z+ gives relevance to biases, the default does not
+    heat = {}
+    for name, composite in (("default", None), ("user", EpsilonPlusFlat())):
+        lens = _lens(fm, model=_BiasNet(), layers=("relu2",), composite=composite)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the user's composite leaks (tested below)
+            lens.run()
+        heat[name] = lens.heatmaps("relu2", 1)
+    assert heat["user"].sum() < 0.5 * heat["default"].sum()
+
+
+def test_lens_refuses_bad_lrp_values_before_any_work(fm, tmp_path):
+    """Each bad value is named with what is accepted, before the model runs or the store is made."""
+    model = TinyCNN(num_classes=3)
+    calls = []
+    model.register_forward_pre_hook(lambda *a: calls.append(1))
+    store = tmp_path / "never"
+    cases = [
+        (dict(composite="gamma"), ValueError, r"unknown LRP rule composite='gamma'; accepted: .*'epsilon_plus_flat'"),
+        (dict(composite=EpsilonPlusFlat), TypeError, r"composite must be None, a rule name .* got <class"),
+        (dict(composite=3), TypeError, r"composite must be None, a rule name .*zennit Composite.* got 3 \(builtins.int\)"),
+        (dict(canonizers="merge"), TypeError, r"canonizers must be a list of zennit canonizers .* got 'merge'"),
+        (dict(canonizers=ResNetCanonizer()), TypeError, r"canonizers must be a list of zennit canonizers"),
+        (dict(canonizers=[ResNetCanonizer(), "x"]), TypeError, r"item 'x' \(builtins.str\) is not one"),
+        (dict(crop_rule="blur"), ValueError, r"unknown crop_rule 'blur'; accepted: None .*'peak_region'"),
+        (dict(crop="activation", crop_rule="zennit_crp"), ValueError, r"crop_rule='zennit_crp' applies to crop='crp'"),
+    ]
+    for kw, exc, pattern in cases:
+        with pytest.raises(exc, match=pattern):
+            _lens(fm, model=model, store=str(store), **kw)
+    assert not calls and not store.exists()
+
+
+def test_lens_without_rules_refuses_crp_and_falls_back_otherwise(fm):
+    """An operation without an LRP rule: crop='crp' is refused naming module and operation and
+    suggesting activation crops; activation crops run, relevance is activation x gradient."""
+    with pytest.raises(ValueError, match=r"crop='crp' needs LRP rules.*unit \(_UnitNorm\): div.*crop='activation'"):
+        _lens(fm, model=NormNet(), layers=("conv",))
+    with pytest.raises(ValueError, match=r"with the given composite / canonizers.*unit \(_UnitNorm\)"):
+        _lens(fm, model=NormNet(), layers=("conv",), crop="activation", composite="epsilon_plus")
+    lens = _lens(fm, model=NormNet(), layers=("conv",), crop="activation")
+    assert lens.composite is None and lens.lrp_id is None
+    lens.run()
+    assert lens.conservation().empty
+    sums = lens.heatmap_sums("conv", 0)
+    assert list(sums.columns) == ["sample", "start", "sum", "ratio"] and sums["ratio"].isna().all()
+
+
+def test_crop_rule_is_part_of_the_boxes_fingerprint(fm):
+    from semlens_widgets.lens_pipeline import CROP_RULE
+
+    by_rule = {rule: _lens(fm, crop_rule=rule) for rule in ("threshold", "zennit_crp", "peak_region")}
+    assert _lens(fm).crop_rule == CROP_RULE
+    assert len({lens.pipeline.keys.boxes("features.relu2").fingerprint for lens in by_rule.values()}) == 3
+    assert len({lens.pipeline.keys.collect("features.relu2").fingerprint for lens in by_rule.values()}) == 1
+    assert len({lens.fingerprint for lens in by_rule.values()}) == 1  # the collection is shared
+
+
+class _BiasNet(nn.Module):
+    """Two convolutions with large positive biases: zennit's stock z+ hands most relevance to
+    the biases, so little reaches the input."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv1, self.conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        with torch.no_grad():
+            for conv in (self.conv1, self.conv2):
+                conv.weight.copy_(torch.rand(conv.weight.shape, generator=g) * 0.01)
+                conv.bias.fill_(3.0)
+        self.relu1, self.relu2, self.head = nn.ReLU(), nn.ReLU(), nn.Linear(4, 3)
+        self.eval()
+
+    def forward(self, x):
+        return self.head(self.relu2(self.conv2(self.relu1(self.conv1(x)))).mean((2, 3)))
+
+
+def test_lens_conservation_table_sums_and_low_conservation_warning(fm, tmp_path, capsys):
+    """The crop step measures conservation over every concept example and stores it; the Lens
+    shows it per layer (and `semlens info` from the store), reports each heatmap's sum, and
+    warns naming a layer that leaks."""
+    import warnings
+
+    from semlens_widgets.cli import main
+
+    lens = _lens(fm, model=_BiasNet(), layers=("relu1", "relu2"), store=str(tmp_path / "s"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default set-up conserves: no warning
+        lens.run()
+    table = lens.conservation()
+    assert list(table.columns) == ["layer", "median", "q10", "q90", "min", "n"]
+    assert table["layer"].tolist() == ["relu1", "relu2"] and (table["n"] == 4 * 3).all()
+    assert (table["median"] > 0.99).all() and (table["min"] > 0.95).all(), table
+    assert lens.conservation("relu2")["layer"].tolist() == ["relu2"]
+    sums = lens.heatmap_sums("relu2", 1)
+    heat = lens.heatmaps("relu2", 1)
+    torch.testing.assert_close(torch.tensor(sums["sum"].to_numpy()).float(), heat.sum((1, 2)), rtol=1e-4, atol=1e-5)
+    assert sums["sample"].tolist() == lens.examples("relu2", 1).indices.tolist()
+    assert ((sums["ratio"] - 1).abs() < 0.01).all()
+    stored = lens.store.meta("conservation/relu2")["meta"]
+    assert stored["layer"] == "relu2" and abs(stored["median"] - float(table["median"][1])) < 1e-9
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "LRP conservation of the CRP crops" in out and f"relu2: median {float(table['median'][1]):.3f}" in out
+
+    leaky = _lens(fm, model=_BiasNet(), layers=("relu1", "relu2"), composite=EpsilonPlusFlat())
+    with pytest.warns(UserWarning, match=r"layer 'relu2': LRP relevance is not conserved: the median input heatmap sum is 0\.\d\d"):
+        leaky.run()
+    assert float(leaky.conservation("relu2")["median"][0]) < 0.5

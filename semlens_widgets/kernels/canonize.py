@@ -55,7 +55,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from zennit.canonizers import MergeBatchNorm
+from zennit.canonizers import Canonizer, MergeBatchNorm
 
 __all__ = [
     "FunctionalRules",
@@ -380,7 +380,7 @@ class _RuleMode(TorchFunctionMode):
         return a
 
 
-class FunctionalRules:
+class FunctionalRules(Canonizer):
     """zennit ``Canonizer``: LRP rules for the functional operations of the forward pass (see the
     module docstring, part 1). Registered for the duration of a composite context; the rules
     apply only inside the root module's forward pass."""
@@ -611,7 +611,7 @@ def trace_model(model: nn.Module, example_input: torch.Tensor | tuple, composite
     return Trace(merges=merges, unsupported=unsupported)
 
 
-class TracedMergeBatchNorm:
+class TracedMergeBatchNorm(Canonizer):
     """zennit ``Canonizer``: merge each BatchNorm into the convolution / linear layer whose output
     it alone consumes (found by :func:`trace_model`; see the module docstring, part 2).
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -43,6 +44,11 @@ from .canonize import FunctionalRules, _HANDLED, _SAFE, default_canonizers, trac
 
 __all__ = [
     "RULES",
+    "LRP_VERSION",
+    "check_setup",
+    "setup_id",
+    "ratio_summary",
+    "SUMMARY_COLUMNS",
     "ZPlusConserving",
     "make_composite",
     "resolve_composite",
@@ -55,6 +61,7 @@ __all__ = [
     "fast_rules",
     "conservation",
     "low_conservation",
+    "conservation_warning",
 ]
 
 #: composite names accepted by :func:`make_composite` -> zennit composite class name
@@ -64,6 +71,10 @@ RULES = {
     "epsilon_alpha2_beta1_flat": "EpsilonAlpha2Beta1Flat",
     "epsilon_alpha2_beta1": "EpsilonAlpha2Beta1",
 }
+
+#: version of this package's LRP rules (ZPlusConserving, zero biases, the functional rules of
+#: :mod:`.canonize`); part of :func:`setup_id`, bumped when a rule changes what it computes
+LRP_VERSION = 2
 
 
 # ----------------------------------------------------------------------------- rules
@@ -215,6 +226,7 @@ def make_composite(
 
     if not isinstance(rule, str) or rule not in RULES:
         raise ValueError(f"unknown LRP rule {rule!r}; accepted: {list(RULES)}")
+    check_setup(None, canonizers)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     composite = getattr(zc, RULES[rule])(canonizers=_with_rules(model, canonizers, example_input))
@@ -226,14 +238,50 @@ def make_composite(
     return composite
 
 
+def _describe(value: Any) -> str:
+    text = repr(value)
+    text = text if len(text) <= 80 else text[:77] + "..."
+    return f"{text} ({type(value).__module__}.{type(value).__qualname__})"
+
+
+def check_setup(composite: Any = None, canonizers: Any = None) -> None:
+    """Refuse a bad LRP set-up before any work (the Lens's ``composite=`` / ``canonizers=``).
+
+    Accepted: ``composite`` None, a rule name of :data:`RULES` or a zennit
+    ``zennit.core.Composite``; ``canonizers`` None or a list / tuple of
+    ``zennit.canonizers.Canonizer`` instances (zennit's, e.g. ``SequentialMergeBatchNorm()``,
+    ``ResNetCanonizer()``, or this package's :class:`~.canonize.TracedMergeBatchNorm`,
+    :class:`~.canonize.FunctionalRules`).
+
+    Raises:
+        ValueError: an unknown rule name (the message names it and lists :data:`RULES`).
+        TypeError: anything else of the wrong type (named, with what is accepted).
+    """
+    from zennit.canonizers import Canonizer
+    from zennit.core import Composite
+
+    if isinstance(composite, str):
+        if composite not in RULES:
+            raise ValueError(f"unknown LRP rule composite={composite!r}; accepted: None (the default "
+                             f"{next(iter(RULES))!r}), a rule name {list(RULES)} or a zennit Composite")
+    elif composite is not None and not isinstance(composite, Composite):
+        raise TypeError(f"composite must be None, a rule name {list(RULES)} or a zennit Composite "
+                        f"(zennit.core.Composite, e.g. zennit.composites.EpsilonPlusFlat()), got {_describe(composite)}")
+    if canonizers is None:
+        return
+    if isinstance(canonizers, (str, bytes)) or not isinstance(canonizers, Sequence):
+        raise TypeError(f"canonizers must be a list of zennit canonizers (zennit.canonizers.Canonizer instances, "
+                        f"e.g. [zennit.torchvision.ResNetCanonizer()]) or None, got {_describe(canonizers)}")
+    for c in canonizers:
+        if not isinstance(c, Canonizer):
+            raise TypeError(f"canonizers must be a list of zennit canonizers (zennit.canonizers.Canonizer "
+                            f"instances, e.g. [zennit.torchvision.ResNetCanonizer()]); item {_describe(c)} is not one")
+
+
 def _with_rules(model: nn.Module, canonizers: list | None, example_input: Any) -> list:
     if canonizers is None:
         return canonizers_for(model, example_input)
-    if isinstance(canonizers, (str, bytes)) or not isinstance(canonizers, Sequence):
-        raise TypeError(f"canonizers must be a list of zennit canonizers or None, got {type(canonizers).__name__}")
-    for c in canonizers:
-        if not (hasattr(c, "apply") and hasattr(c, "remove")):
-            raise TypeError(f"canonizers must be zennit canonizers (apply/register/remove), got {c!r}")
+    check_setup(None, canonizers)
     out = list(canonizers)
     if not any(isinstance(c, FunctionalRules) for c in out):
         out.append(FunctionalRules())
@@ -261,14 +309,11 @@ def resolve_composite(model: nn.Module, composite: Any = None, canonizers: list 
             and the alternative ``crop="activation"``), or an unknown rule name.
         TypeError: ``composite`` / ``canonizers`` of the wrong type.
     """
-    from zennit.core import Composite, RemovableHandleList
+    from zennit.core import RemovableHandleList
 
+    check_setup(composite, canonizers)
     if composite is None or isinstance(composite, str):
         return make_composite(model, composite or "epsilon_plus_flat", canonizers=canonizers, example_input=example_input)
-    if not isinstance(composite, Composite):
-        raise TypeError(
-            f"composite must be None, a rule name ({list(RULES)}) or a zennit Composite, got {type(composite).__name__}"
-        )
     out = copy.copy(composite)
     out.handles = RemovableHandleList()
     own = list(getattr(composite, "canonizers", None) or [])
@@ -276,6 +321,82 @@ def resolve_composite(model: nn.Module, composite: Any = None, canonizers: list 
     if example_input is not None:
         _refuse_unsupported(model, example_input, out)
     return out
+
+
+def _qualname(obj: Any) -> str:
+    cls = obj if isinstance(obj, type) else type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _simple_state(obj: Any) -> dict:
+    """The plain settings of a rule or canonizer: its int / float / bool / str attributes, and
+    those its callables close over (zennit's ``Epsilon`` keeps ``epsilon`` in a closure)."""
+    out: dict = {}
+    for name, value in sorted(vars(obj).items()):
+        if isinstance(value, (bool, int, float, str)) and not name.startswith("_"):
+            out[name] = value
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for i, fn in enumerate(values):
+            code, cells = getattr(fn, "__code__", None), getattr(fn, "__closure__", None)
+            if code is None or not cells:
+                continue
+            for var, cell in zip(code.co_freevars, cells):
+                try:
+                    v = cell.cell_contents
+                except ValueError:  # an empty cell
+                    continue
+                if isinstance(v, (bool, int, float, str)):
+                    out[f"{name}[{i}].{var}" if len(values) > 1 else f"{name}.{var}"] = v
+    return out
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def setup_id(composite: Any = None, canonizers: Any = None, resolved: Any = None) -> str:
+    """The name of an LRP set-up, for the fingerprints of everything it shapes (crop boxes,
+    relevances, attribution graphs): JSON text.
+
+    - ``composite`` None or a rule name: ``{"rule": name, "zero_bias": true, "canonizers":
+      [class names], ...}``;
+    - a user zennit ``Composite``: its class, each rule of its layer map (and first-layer map)
+      as ``[module type, rule class, plain settings]``, and its canonizers' classes.
+
+    Both carry the versions of zennit and of this package's rules (:data:`LRP_VERSION`) and the
+    canonizers' plain settings. ``resolved`` (the composite :func:`resolve_composite` made) gives
+    the canonizers actually attached (the default ones, or the user's with
+    :class:`~.canonize.FunctionalRules` added); without it they are read from the arguments.
+
+    A user composite is named by its classes and their plain settings, not by its code: a
+    composite (or canonizer) whose behaviour changes under the same class names and settings
+    gets the same id, and the results stored with the old one would be reused. Use a new store
+    (or ``overwrite=True``) after changing such a composite.
+    """
+    check_setup(composite, canonizers)
+    attached = getattr(resolved, "canonizers", None)
+    if attached is None:
+        attached = list(canonizers) if canonizers is not None else list(getattr(composite, "canonizers", None) or [])
+    out: dict = {
+        "canonizers": [[_qualname(c), _simple_state(c)] for c in attached],
+        "zennit": _version("zennit"),
+        "semlens_lrp": LRP_VERSION,
+    }
+    if composite is None or isinstance(composite, str):
+        out.update(rule=composite or "epsilon_plus_flat", zero_bias=True)
+    else:
+        out["composite"] = _qualname(composite)
+        for attr in ("layer_map", "first_map"):
+            if hasattr(composite, attr):
+                out[attr] = [[_qualname(t), _qualname(h), _simple_state(h)] for t, h in getattr(composite, attr)]
+        if not hasattr(composite, "layer_map"):  # a Composite with a custom module_map
+            out["module_map"] = _qualname(getattr(composite, "module_map", None))
+    return json.dumps(out, sort_keys=True, default=str)
 
 
 def _refuse_unsupported(model: nn.Module, example_input: Any, composite) -> None:
@@ -695,15 +816,30 @@ def conservation(
         return component_start(act, components, absolute=absolute, peak=peak)
 
     heat, rec = start_relevance(model, images, layer, init, composite, record=list(record))
-    start = rec[layer].flatten(1).sum(1).double().clamp_min(1e-30)
+    start = rec[layer].flatten(1).sum(1)
     rows = []
     order = [name for name in reversed(list(record)) if rec.get(name) is not None]
     for name in [*order, "input"]:
         r = heat if name == "input" else rec[name]
-        ratio = (r.flatten(1).sum(1).double() / start).cpu()
-        rows.append(dict(layer=name, median=float(ratio.median()), q10=float(ratio.quantile(0.1)),
-                         q90=float(ratio.quantile(0.9)), min=float(ratio.min()), n=int(ratio.numel())))
-    return pd.DataFrame(rows, columns=["layer", "median", "q10", "q90", "min", "n"])
+        rows.append(dict(layer=name, **ratio_summary(r.flatten(1).sum(1), start)))
+    return pd.DataFrame(rows, columns=["layer", *SUMMARY_COLUMNS])
+
+
+#: the columns of :func:`ratio_summary` (and of the conservation tables)
+SUMMARY_COLUMNS = ("median", "q10", "q90", "min", "n")
+
+
+def ratio_summary(sums: torch.Tensor, start: torch.Tensor) -> dict:
+    """Conservation of relevance over n starts: the ratios ``sums[i] / start[i]`` (``[n]`` each;
+    1.0 is perfect), summarised as ``median, q10, q90, min`` and ``n`` (starts with a positive
+    start relevance; the others have no ratio). NaN statistics when n is 0."""
+    sums, start = sums.detach().double().cpu().reshape(-1), start.detach().double().cpu().reshape(-1)
+    ok = start > 0
+    ratio = sums[ok] / start[ok]
+    if not ratio.numel():
+        return dict(median=float("nan"), q10=float("nan"), q90=float("nan"), min=float("nan"), n=0)
+    return dict(median=float(ratio.median()), q10=float(ratio.quantile(0.1)), q90=float(ratio.quantile(0.9)),
+                min=float(ratio.min()), n=int(ratio.numel()))
 
 
 def low_conservation(table, threshold: float = 0.5) -> list[str]:
@@ -720,3 +856,31 @@ def low_conservation(table, threshold: float = 0.5) -> list[str]:
             "mass from there on. Pass a composite / canonizers that cover this layer."
         )
     return msgs
+
+
+def conservation_warning(row: dict, low: float = 0.5, high: float = 2.0) -> str | None:
+    """The warning for one layer's CRP heatmaps (a :func:`ratio_summary` row with its ``layer``:
+    the input heatmap sums over the start relevance of local starts at that layer), or None.
+
+    Low: the median ratio is below ``low``. Unstable: the median is fine but one heatmap in ten
+    holds less than ``low`` or more than ``high`` times its start (``q10`` / ``q90``; AttnLRP on
+    a ViT with random weights: median 0.9-1.2, q90 1.6-3.5). Crop boxes only use a heatmap's
+    shape; relevance values (``relevance``, class relevance, the audit, attribution graphs)
+    are what such a set-up makes unreliable.
+    """
+    median, q10, q90, n = row.get("median"), row.get("q10"), row.get("q90"), row.get("n", 0)
+    if not n or median != median:  # no start with positive relevance: nothing measured
+        return None
+    layer = row.get("layer")
+    if median < low:
+        what = f"is not conserved: the median input heatmap sum is {median:.2f} of the start relevance"
+    elif q10 < low or q90 > high:
+        what = (f"is not conserved reliably: the input heatmap sums range from {q10:.2f} to {q90:.2f} of the start "
+                f"relevance (10-90 %, median {median:.2f})")
+    else:
+        return None
+    return (f"layer {layer!r}: LRP relevance {what} over {n} concept examples. Crop boxes use only the heatmaps' "
+            "shape, but relevance values (lens.relevance, class relevance, the audit, attribution graphs) are "
+            "unreliable with this LRP set-up; pass composite= / canonizers= whose rules conserve relevance for "
+            "this model, or use crop='activation' (recommended for ViTs unless lens.conservation() is close to "
+            "1 with a narrow range)")

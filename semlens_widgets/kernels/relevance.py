@@ -7,11 +7,17 @@ Pure torch + zennit-crp, no disk and no UI. Conventions:
   a feature of a ``[B, T, D]`` token map (the axes ``kernels/hooks.pool_activations`` uses).
 - Relevance is started at the target logit: CRP condition ``{"y": [t]}`` (relevance
   initialised with the logit value ``f_t(x)``) and propagated with the given zennit composite
-  (the Lens uses ``kernels.lrp.make_composite(model)``, EpsilonPlusFlat with canonizers).
+  (the Lens uses ``kernels.lrp.resolve_composite``: by default EpsilonPlusFlat with the
+  conserving z+ rule, zero biases and the traced canonizers, or the user's composite).
   The relevance of component k is the sum over positions of the relevance at its output.
-- Normalisation (``normalize=``): ``"none"`` keeps the raw LRP values; under a conservative rule
-  their sum over the components of a layer is the relevance entering the layer (about
-  ``f_t(x)`` for bias-free ReLU nets). ``"abs"`` divides each sample's vector by
+- Normalisation (``normalize=``): ``"none"`` keeps the raw LRP values. With the default set-up
+  the rules give biases no relevance and lose none at units active only through a bias, so
+  the sum over the components of a layer is ``f_t(x)`` itself, bias of the logit included
+  (measured: ratio 1.000 at the 10th, 50th and 90th percentile on EfficientNet-Lite0 with real
+  weights, blocks 2 to 15, and on the demo classifier, blocks 2 to 4), up to the epsilon
+  stabilisers; a user composite whose rules keep biases (zennit's stock rules) loses the
+  biases' share, and AttnLRP on ViTs is not reliably conservative (the Lens's crop step
+  measures it: ``lens.conservation()``). ``"abs"`` divides each sample's vector by
   ``sum_k |R_k(x)|`` (zennit-crp's ``abs_norm``, :func:`abs_normalize`), so every sample has
   unit relevance mass and large-logit samples do not dominate class means; values are then
   shares in [-1, 1].
