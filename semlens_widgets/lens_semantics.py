@@ -19,6 +19,7 @@ and concept embeddings are cached in memory.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -269,7 +270,13 @@ class SemanticIndex:
             entry = self.keys.search_index(layer, settings)
             got = self.store.cached(entry.key, entry.fingerprint, build, meta={"layer": layer})
             if "order" in got:
-                index = _semantics.SearchIndex.from_tensors(got)
+                try:
+                    index = _semantics.SearchIndex.from_tensors(got, *theta.shape)
+                except ValueError as e:  # a damaged entry: build it again
+                    warnings.warn(f"layer {layer!r}: {e}; rebuilding it", stacklevel=3)
+                    got = build()
+                    self.store.save(entry.key, got, entry.fingerprint, meta={"layer": layer})
+                    index = _semantics.SearchIndex.from_tensors(got, *theta.shape) if "order" in got else None
         self._indexes[layer] = index
         return index
 

@@ -92,8 +92,20 @@ def test_build_is_seeded_and_round_trips_through_tensors():
     b = S.build_search_index(theta, cal, null, n_lists=20, seed=5)
     assert a is not None and b is not None
     assert torch.equal(a.centroids, b.centroids) and torch.equal(a.order, b.order) and a.n_probe == b.n_probe
-    c = S.SearchIndex.from_tensors(a.tensors())
+    c = S.SearchIndex.from_tensors(a.tensors(), 2000, D)
     assert torch.equal(c.order, a.order) and (c.n_probe, c.recall, c.k) == (a.n_probe, a.recall, a.k)
+    # an entry that does not fit the layer is refused, never used to index theta
+    bad = a.tensors()
+    bad["order"] = bad["order"].clone()
+    bad["order"][0] = 2000
+    for t, C, d in ((bad, 2000, D), (a.tensors(), 1999, D), (a.tensors(), 2000, D + 1)):
+        with pytest.raises(ValueError, match="does not fit a layer"):
+            S.SearchIndex.from_tensors(t, C, d)
+    dup = a.tensors()
+    dup["order"] = dup["order"].clone()
+    dup["order"][1] = dup["order"][0]
+    with pytest.raises(ValueError, match="does not fit"):
+        S.SearchIndex.from_tensors(dup, 2000, D)
 
 
 def test_unstructured_layer_falls_back_to_dense_search():
@@ -208,6 +220,16 @@ def test_semantic_index_searches_big_layers_through_a_stored_index(tmp_path, mon
     assert torch.equal(again.search_index("1").order, index.order)
     assert fm.encoded == encoded
     assert again.search(q, k=10).equals(df)
+    # a damaged stored index is rebuilt (with a warning), not used
+    monkeypatch.undo()
+    monkeypatch.setattr(S, "INDEX_MIN_COMPONENTS", 5000)
+    key = "semantics/search_index/1"
+    t = dict(store.load(key, store.meta(key)["fingerprint"]))
+    t["offsets"] = t["offsets"].flip(0)
+    store.save(key, t, store.meta(key)["fingerprint"])
+    with pytest.warns(UserWarning, match="does not fit a layer.*rebuilding"):
+        third = index_over(src, fm, store).search_index("1")
+    assert torch.equal(third.order, index.order)
 
 
 def test_small_layers_search_exactly_as_before(tmp_path):

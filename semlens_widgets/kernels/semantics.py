@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -192,9 +193,27 @@ class SearchIndex:
                 "params": torch.tensor([float(self.n_probe), float(self.recall), float(self.k)], dtype=torch.float64)}
 
     @classmethod
-    def from_tensors(cls, t: dict[str, torch.Tensor]) -> "SearchIndex":
-        n_probe, recall, k = t["params"].tolist()
-        return cls(t["centroids"].float(), t["order"].long(), t["offsets"].long(), int(n_probe), float(recall), int(k))
+    def from_tensors(cls, t: Any, num_components: int, dim: int) -> "SearchIndex":
+        """The index saved by :meth:`tensors`, checked against the layer it searches (``C``
+        components of dimension ``d``): a ValueError names what does not fit (a stale or
+        damaged entry), never an index that reads outside theta."""
+        try:
+            n_probe, recall, k = t["params"].tolist()
+            cent, order, offsets = t["centroids"].float(), t["order"].long(), t["offsets"].long()
+        except (KeyError, ValueError, RuntimeError, TypeError) as e:
+            raise ValueError(f"search index entry is incomplete ({e})") from None
+        L = cent.shape[0] if cent.ndim == 2 else -1
+        ok = (cent.ndim == 2 and cent.shape[1] == dim and L >= 1 and bool(torch.isfinite(cent).all())
+              and order.shape == (num_components,) and offsets.shape == (L + 1,)
+              and int(offsets[0]) == 0 and int(offsets[-1]) == num_components and bool((offsets.diff() >= 0).all())
+              and 1 <= n_probe <= L and k >= 1)
+        if ok and num_components:
+            ok = int(order.min()) >= 0 and int(order.max()) < num_components and \
+                bool((torch.bincount(order, minlength=num_components) == 1).all())
+        if not ok:
+            raise ValueError(f"search index entry does not fit a layer of {num_components} components of "
+                             f"dimension {dim}")
+        return cls(cent, order, offsets, int(n_probe), float(recall), int(k))
 
 
 def _assign(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
