@@ -781,3 +781,53 @@ def test_thumbnail_replies_stay_under_half_a_megabyte():
                                                       want[-1].permute(1, 2, 0).numpy())
         if kind == "full":
             assert len(boxes) == 64
+
+
+def _state_bytes(widget) -> int:
+    """Bytes of a widget's whole state as the comm sends it when the view opens (JSON with the
+    bundle and the CSS, plus the binary buffers)."""
+    state, _paths, buffers = _remove_buffers(widget.get_state())
+    return len(json.dumps(state)) + sum(len(b) for b in buffers)
+
+
+@pytest.mark.slow
+def test_every_message_on_the_demo_world_is_under_half_a_megabyte():
+    """The largest messages the views send on the demo world (the states they open with, a
+    gallery page of crops and of full images with heatmaps, search results and their strips, the
+    map's tooltip crops, a comparison) stay under MAX_REPLY_BYTES: well under the ~1 MB at which
+    VS Code's and Colab's widget transports fail."""
+    from _jlab import filled_demo_store
+
+    world = slw.demo.load()
+    lens = slw.Lens(world.model, world.dataset, world.fm, layers=world.layers, m=30, class_names=world.class_names,
+                    store=filled_demo_store(), progress=False)
+    lens.run()
+    lens.set_vocabulary(world.concepts())
+    e = W.Explorer(lens, target=world.shortcut_target, valid=world.valid_concepts[world.shortcut_class],
+                   spurious=["watermark"])
+    c = W.CompareView(lens, lens, "block3", "block4")
+    sizes = {}
+    out, bufs = reply(e.search, {"type": "search", "query": "watermark"})
+    sizes["search results"] = len(json.dumps(out)) + sum(map(len, bufs))
+    hit = e.search.results[0]
+    for name, widget, req in (
+        ("search strip", e.search, dict(count=6, size=56)),
+        ("gallery page of crops", e.gallery, dict(count=30, size=96)),
+        ("gallery page of full images + heatmaps", e.gallery, dict(count=30, size=96, kind="full", format="raw")),
+        ("map tooltip", e.map, dict(count=4, size=48, format="raw")),
+        ("compare strip", c, dict(count=6, size=56, side="b")),
+    ):
+        layer = "block4" if widget is c else hit["layer"]
+        out, bufs = reply(widget, {"type": "thumbs", "layer": layer, "component": hit["component"], **req})
+        assert out["count"] == req["count"], name  # on the demo world every page fits in one reply
+        sizes[name] = len(json.dumps(out)) + sum(map(len, bufs))
+    msg(c, {"type": "concept", "concept": c.shared[0]})
+    for mode in ("label", "score", "relevance", "category"):
+        msg(e.map, {"type": "color", "color_by": mode})
+    for v in e.views + [c]:
+        assert v.error == "", (type(v).__name__, v.error)
+        sizes[f"{type(v).__name__} state"] = _state_bytes(v)
+    largest = max(sizes, key=sizes.get)
+    print(f"largest message on the demo world: {largest}, {sizes[largest] / 1024:.0f} KiB; all: "
+          + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sorted(sizes.items(), key=lambda kv: -kv[1])))
+    assert sizes[largest] < W._base.MAX_REPLY_BYTES, sizes
