@@ -55,6 +55,9 @@ def test_the_runner_reads_every_benchmark_output(tmp_path):
     assert val["open"]["store open (lazy), s"] == (0.88, True)
     assert val["open"]["theta first access (block verification), s"] == (3.59, True)
     assert val["map"]["map peak-RSS growth 10N / N"] == (2.0, True)
+    small = runner.summarise("map", [(1.0, OUTPUTS["map"].replace("100,000", "10,000").replace("N=10,000: 30", "N=1,000: 30"))],
+                             str(tmp_path))
+    assert small[-1]["met"] is None and "not judged" in small[-1]["figure"]
     assert val["demo"]["semlens demo, total up to the map, s"] == (33.0, True)
     assert val["demo"]["  demo stage map, s"] == (1.0, None)
     two = runner.summarise("torchrun", [(100.0, ""), (70.0, "")], str(tmp_path))
