@@ -63,7 +63,8 @@ def commands(size: str, tmp: str) -> dict[str, list[list[str]]]:
     q, f = size == "quick", size == "full"
     b = lambda name: os.path.join(HERE, name)  # noqa: E731
     n_per_class = "20" if q else ("250" if f else "60")
-    run_args = ["run", "--demo", "--layers", "block3,block4", "--m", "30" if not q else "5", "--crop", "crp",
+    # m = 30, the default: torchrun's own parser takes "--m" for an ambiguous abbreviation of its options
+    run_args = ["run", "--demo", "--layers", "block3,block4", "--crop", "crp",
                 "--device", "cpu", "--n-per-class", n_per_class, "--quiet"]
     return {
         "collect": [[PY, b("bench_collect.py")] + (["--quick"] if q else [])],
