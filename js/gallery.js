@@ -2,7 +2,7 @@
 // and heatmap), its label, measures and top classes. Arrow keys move to neighbouring components.
 import { h, replace, fmt, root } from "./lib/dom.js";
 import { channel, errorBanner, watch, u8 } from "./lib/model.js";
-import { decodeThumbs, rawToCanvas, requestThumbs, whenVisible } from "./lib/thumbs.js";
+import { decodeThumbs, rawToCanvas, requestThumbs, thumbStrip, whenVisible } from "./lib/thumbs.js";
 import { plainBar, pct, selectBox, setOptions, header, chip, emptyNote, ready } from "./lib/ui.js";
 
 /** full image (raw RGB) + heatmap overlay + crop box on one canvas */
@@ -188,7 +188,36 @@ function render({ model, el }) {
             plainBar(Math.abs(value(t)) / maxV, value(t) < 0),
             h("span", { class: "slw-num", text: (t.share ?? null) !== null ? pct(t.share) : fmt(t.relevance) }));
         })) : null,
+      description(info.description, layer, c),
       h("div", { class: "slw-hint", text: "← → neighbouring components" }));
+  };
+
+  // the component's last description (lens.describe, the LINE loop): the best concept and its
+  // AUC, a few of its generated images, and the concepts tried with their AUCs
+  let descStrips = [];
+  const description = (d, layer, c) => {
+    descStrips.forEach((s) => s.destroy());
+    descStrips = [];
+    if (!d) return null;
+    const aucBar = (a) => plainBar(a === null || a === undefined ? 0 : Math.max(0, (a - 0.5) / 0.5), false);
+    const tried = [...(d.history || [])].sort((a, b) => (b.auc ?? -1) - (a.auc ?? -1)).slice(0, 6);
+    const strip = d.examples && d.examples[d.best]
+      ? thumbStrip(chan, layer, c, Math.min(4, d.examples[d.best]), { size: 56, kind: "generated", extra: { concept: d.best },
+        title: (i) => `generated image ${i + 1} of “${d.best}”` })
+      : null;
+    if (strip) descStrips.push(strip);
+    return h("div", { class: "slw-desc", dataset: { testid: "slw-description" } },
+      h("div", { class: "slw-sub", text: `description (${d.rounds} round${d.rounds === 1 ? "" : "s"} of generated images)`,
+        title: "lens.describe: concepts proposed, drawn by a generator and scored by the AUC of this component's activation on their images against dataset images (0.5 = chance)" }),
+      h("div", { class: "slw-desc-best" }, chip(d.best, { cls: "slw-accent", title: `best description: ${d.best}` }),
+        h("span", { class: "slw-num", text: `AUC ${fmt(d.auc)}` }),
+        d.polysemantic ? chip("polysemantic", { cls: "slw-warn", title: `distinct senses: ${(d.senses || []).join(" · ")}` }) : null),
+      strip,
+      ...tried.map((r) => h("div", { class: "slw-top", dataset: { testid: "slw-description-row" },
+        title: r.auc === null ? `round ${r.round}: “${r.concept}” could not be drawn${r.note ? ` (${r.note})` : ""}` : `round ${r.round}: AUC ${fmt(r.auc)}` },
+        h("span", { class: "slw-top-name", text: r.concept }),
+        aucBar(r.auc),
+        h("span", { class: "slw-num", text: r.auc === null ? "–" : fmt(r.auc) }))));
   };
 
   const redraw = () => {
@@ -199,6 +228,7 @@ function render({ model, el }) {
   const offs = [watch(model, ["info", "mode", "page_size", "thumb_size"], redraw), watch(model, ["layers", "num_components"], drawInfo)];
   return () => {
     offs.forEach((f) => f());
+    descStrips.forEach((s) => s.destroy());
     stops.forEach((s) => s());
     urls.forEach((u) => URL.revokeObjectURL(u));
     banner.off();

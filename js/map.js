@@ -11,7 +11,7 @@ import { decodeThumbs } from "./lib/thumbs.js";
 import { themeColors, onThemeChange, assignColors, viridis, rgb, CATEGORY_COLORS, UNLABELLED_COLOR, OTHER_COLOR } from "./lib/theme.js";
 import { selectBox, header, chip, tooltip, ready } from "./lib/ui.js";
 
-const MODES = [["layer", "colour: layer"], ["label", "colour: label"], ["score", "colour: search score"], ["relevance", "colour: relevance"], ["category", "colour: audit category"]];
+const MODES = [["layer", "colour: layer"], ["label", "colour: label"], ["score", "colour: search score"], ["relevance", "colour: relevance"], ["category", "colour: audit category"], ["auc", "colour: label AUC"]];
 const SIZES = [["none", "size: uniform"], ["relevance", "size: relevance"]];
 const GREY = [150, 150, 150];
 const LEVELS = 48; // colour buckets of the continuous modes
@@ -199,7 +199,9 @@ function render({ model, el }) {
       const ramp = h("canvas", { class: "slw-ramp", width: 120, height: 10 });
       const rc = ramp.getContext("2d");
       for (let x = 0; x < 120; x++) { rc.fillStyle = rgb(viridis(x / 119)); rc.fillRect(x, 0, 1, 10); }
-      const what = mode === "score" ? `score for “${model.get("query")}”` : `relevance for ${model.get("target_name") || `class ${model.get("target")}`}`;
+      const what = mode === "score" ? `score for “${model.get("query")}”`
+        : mode === "auc" ? "AUC of the label (lens.faithfulness; grey: not measured)"
+          : `relevance for ${model.get("target_name") || `class ${model.get("target")}`}`;
       replace(legend, h("span", { class: "slw-legend-item", text: what }), h("span", { text: fmt(lo) }), ramp, h("span", { text: fmt(hi) }));
     } else if (codes.length === n && n) {
       const counts = new Array(names.length).fill(0);
@@ -533,7 +535,7 @@ function render({ model, el }) {
     tip.show(px, py,
       h("div", { class: "slw-mono", text: compName(layer, c) }),
       lab && labelCodes[i] !== 0 ? chip(lab, { cls: "slw-accent" }) : chip("no label", { cls: "slw-none" }),
-      values.length === n && (mode === "score" || mode === "relevance") ? h("div", { class: "slw-sub", text: `${mode}: ${fmt(values[i])}` }) : null,
+      values.length === n && (mode === "score" || mode === "relevance" || mode === "auc") ? h("div", { class: "slw-sub", text: `${mode === "auc" ? "label AUC" : mode}: ${fmt(values[i])}` }) : null,
       mode === "category" ? h("div", { class: "slw-sub", text: `category: ${model.get("color_names")[u16(model.get("color_codes"))[i]] ?? "–"}` }) : null,
       strip);
     const key = `${layer}/${c}`;

@@ -122,6 +122,11 @@ def check_gallery(page, theme):
         const bar = r.querySelector('.slw-bar').getBoundingClientRect(), num = r.querySelector('.slw-num').getBoundingClientRect();
         return num.left < bar.right && num.right > bar.left; }).length""")
     assert overlap == 0
+    # the component's description (lens.describe): best concept, AUCs of the concepts tried, and
+    # the generator's images of the best one
+    desc = g.locator("[data-testid='slw-description']")
+    assert "AUC" in desc.inner_text() and desc.locator("[data-testid='slw-description-row']").count() >= 3
+    assert wait_decoded(desc, 4) == 4
     shot(g, "gallery", theme)
 
 
@@ -264,6 +269,25 @@ def test_view_on_the_demo_world_dark(page, name):
         page.wait_for_function("""() => { const c = document.querySelector("[data-testid='slw-map-canvas']");
             const d = c.getContext('2d').getImageData(1, 1, 1, 1).data; return d[0] + d[1] + d[2] < 240; }""", timeout=20_000)
     CHECKS[name](page, "dark")
+
+
+def test_map_colours_by_label_auc(page):
+    """The label AUCs of lens.faithfulness as the map's colour (viridis; grey: not measured)."""
+    m = view(page, "map")
+    m.scroll_into_view_if_needed()
+    sel = m.locator("select").first
+    sel.select_option("auc")
+    canvas = "[data-testid='slw-map'] [data-testid='slw-map-canvas']"
+    try:
+        page.wait_for_function("() => document.querySelector(\"[data-testid='slw-map'] .slw-legend\").textContent.includes('AUC')",
+                               timeout=20_000)
+        assert canvas_colors(page, canvas)["colors"] >= 6  # a ramp of AUCs, not one colour
+        theme = "dark" if page.evaluate("() => document.body.dataset.jpThemeLight") == "false" else "light"
+        shot(m, "map-auc", theme)
+    finally:
+        sel.select_option("label")
+        page.wait_for_function("() => !document.querySelector(\"[data-testid='slw-map'] .slw-legend\").textContent.includes('AUC')",
+                               timeout=20_000)
 
 
 def test_no_javascript_errors(page):

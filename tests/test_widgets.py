@@ -831,3 +831,73 @@ def test_every_message_on_the_demo_world_is_under_half_a_megabyte():
     print(f"largest message on the demo world: {largest}, {sizes[largest] / 1024:.0f} KiB; all: "
           + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sorted(sizes.items(), key=lambda kv: -kv[1])))
     assert sizes[largest] < W._base.MAX_REPLY_BYTES, sizes
+
+
+# --------------------------------------------------------------------------- descriptions, label AUC, SAE layers
+def test_gallery_shows_the_description_history_and_its_generated_images(lens):
+    g = W.ConceptGallery(lens, "block4", 2)  # the fake describes even components
+    d = g.info["description"]
+    want = lens.stored_description("block4", 2)
+    assert d["best"] == want.best and d["auc"] == pytest.approx(want.auc) and d["polysemantic"] is False
+    assert [(r["round"], r["concept"], r["auc"]) for r in d["history"]] == [
+        (int(r), c, pytest.approx(a)) for r, c, a in zip(want.history["round"], want.history["concept"], want.history["auc"])]
+    assert d["rounds"] == 2 and d["examples"] == {c: 4 for c in want.examples}
+    out, bufs = reply(g, {"type": "thumbs", "layer": "block4", "component": 2, "kind": "generated",
+                          "concept": want.best, "count": 4, "size": 64})
+    assert out["count"] == 4 and out["total"] == 4 and out["concept"] == want.best
+    got = np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in bufs])
+    assert np.array_equal(got, want.examples[want.best].permute(0, 2, 3, 1).numpy())
+    out, _ = reply(g, {"type": "thumbs", "layer": "block4", "component": 2, "kind": "generated", "concept": XSS, "count": 4})
+    assert out["type"] == "error" and "no generated images" in out["message"]
+    msg(g, {"type": "goto", "component": 3})
+    assert g.info["description"] is None  # never described
+
+
+def test_map_colours_by_label_auc(lens):
+    m = W.SemanticMap(lens, "block3", color_by="auc")
+    table = lens.stored_faithfulness("block3").set_index("component")["auc"]
+    comps = np.frombuffer(m.components, dtype=np.int32)
+    values = np.frombuffer(m.color_values, dtype=np.float32)
+    np.testing.assert_allclose(values, table.reindex(comps).to_numpy(dtype=np.float32), equal_nan=True)
+    assert np.isnan(values).any() and np.isfinite(values).any() and m.color_note == ""
+    m.layers = ["block4"]  # no faithfulness table for it: a note, no colours
+    assert m.color_values == b"" and "lens.faithfulness" in m.color_note
+
+
+def test_sae_layers_are_listed_wherever_layers_are(lens):
+    sae = FakeLens({"block3": 8, "block4": 12, "block4:sae": 20}, concepts=CONCEPTS)
+    e = W.Explorer(sae, "block4:sae", concepts=CONCEPTS)
+    assert e.gallery.layers == sae.layers and e.map.all_layers == sae.layers and e.map.n == 20
+    assert e.sankey.layers == ["block3", "block4"]  # relevance does not flow through SAE layers
+    out, _ = reply(e.search, {"type": "search", "query": "star", "layer": "block4:sae"})
+    assert out["type"] == "search" and {r["layer"] for r in e.search.results} == {"block4:sae"}
+    msg(e.gallery, {"type": "goto", "layer": "block4:sae", "component": 19})
+    assert (e.gallery.layer, e.gallery.component) == ("block4:sae", 19) and e.map.selection["layer"] == "block4:sae"
+    a = W.AuditView(sae, ["star"], ["watermark"], "block4:sae", 1)
+    assert a.n == 20 and a.error == ""
+
+
+@pytest.mark.slow
+def test_every_widget_on_a_real_lens_with_an_sae_layer(tmp_path):
+    pytest.importorskip("open_clip")
+    from _models import TinyCNN, tiny_clip_fm
+
+    from semlens_widgets.lens import Lens
+
+    g = torch.Generator().manual_seed(1)
+    sae = slw.SAE(torch.randn(16, 24, generator=g), torch.zeros(24), activation="topk", k=4)
+    x = torch.rand(24, 3, 16, 16, generator=g)
+    lens = Lens(TinyCNN(num_classes=3), [(x[i], i % 3) for i in range(24)], tiny_clip_fm(tmp_path),
+                ["features.relu2", "features.relu2:sae"], m=4, saes={"features.relu2": sae}, store=None,
+                progress=False, batch_size=8)
+    lens.run()
+    lens.set_vocabulary(["red", "gray", "square"])
+    e = W.Explorer(lens, "features.relu2:sae", valid=["red"], spurious=["gray"])
+    assert all(v.error == "" for v in e.views), [(type(v).__name__, v.error) for v in e.views]
+    assert e.map.n == 24 and e.gallery.num_components == 24 and e.audit.n == 24
+    assert e.sankey.layers == ["features.relu2"] and e.sankey.nodes
+    out, bufs = reply(e.gallery, {"type": "thumbs", "layer": "features.relu2:sae", "component": 3, "count": 4, "size": 32})
+    assert out["count"] == 4 and len(bufs) == 4
+    for mode in ("label", "relevance", "category", "auc"):
+        msg(e.map, {"type": "color", "color_by": mode})
+        assert e.map.error == "", (mode, e.map.error)

@@ -106,10 +106,10 @@ export function whenVisible(el, fn) {
 
 /**
  * A strip of `count` thumbnail slots for (layer, component), filled lazily.
- * opts: {size, kind, format, onClick(i), title(i)}
+ * opts: {size, kind, format, extra (more request fields, e.g. {concept}), onClick(i), title(i)}
  */
 export function thumbStrip(chan, layer, component, count, opts = {}) {
-  const { size = 56, kind = "crops", format = "png", cls = "" } = opts;
+  const { size = 56, kind = "crops", format = "png", cls = "", extra = {} } = opts;
   const grid = cls.includes("slw-grid"); // a wrapping grid (its own CSS), else one row that always fits
   const slots = [];
   for (let i = 0; i < count; i++) slots.push(h("div", { class: "slw-thumb slw-loading" }));
@@ -120,7 +120,7 @@ export function thumbStrip(chan, layer, component, count, opts = {}) {
   const urls = [];
   const stop = whenVisible(el, async () => {
     try {
-      const parts = await requestThumbs(chan, { type: "thumbs", layer, component, start: 0, count, size, kind, format });
+      const parts = await requestThumbs(chan, { ...extra, type: "thumbs", layer, component, start: 0, count, size, kind, format });
       const imgs = parts.flatMap((p) => decodeThumbs(p.msg, p.buffers, urls));
       const msg = parts[0].msg;
       slots.forEach((slot, i) => {

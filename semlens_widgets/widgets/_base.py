@@ -407,18 +407,7 @@ class LensWidget(anywidget.AnyWidget):
         """The reply carries as many of the ``count`` images as fit in :data:`MAX_REPLY_BYTES`
         (at least one) and says how many in ``count``; the front end asks for the rest
         (``requestThumbs`` in js/lib/thumbs.js)."""
-        extra: dict = {}
-        bufs_extra: list[bytes] = []
-        if kind == "crops":
-            crops = self._crops(lens, layer, comp, size)  # uint8 [m, 3, S, S]
-            total = int(crops.shape[0])
-            imgs = to_uint8(crops[start:start + count])
-            imgs, _ = resize_max(imgs, size)
-        else:
-            ex = lens.examples(layer, comp)
-            total = len(ex)
-            idx = ex.indices[start:start + count]
-            imgs, extra, bufs_extra = self._full_images(lens, layer, comp, idx, start, size)
+        imgs, total, extra, bufs_extra = self._thumb_images(lens, layer, comp, start, count, size, kind, content)
         n = int(imgs.shape[0])
         hs = extra.get("heatmap_shape")
         heat = int(hs[1]) * int(hs[2]) if (bufs_extra and hs) else 0  # bytes of one heatmap
@@ -442,6 +431,18 @@ class LensWidget(anywidget.AnyWidget):
             n = fit
         return ({"layer": layer, "component": comp, "start": start, "count": n, "total": total,
                  "kind": kind, **meta, **extra}, bufs + bufs_extra)
+
+    def _thumb_images(self, lens, layer, comp, start, count, size, kind, content):
+        """The images ``start:start + count`` of ``kind`` -> (uint8 [n, C, h, w] at most ``size``
+        px, the total there is, extra reply fields, extra buffers). Subclasses add kinds."""
+        if kind == "crops":
+            crops = self._crops(lens, layer, comp, size)  # uint8 [m, 3, S, S]
+            imgs, _ = resize_max(to_uint8(crops[start:start + count]), size)
+            return imgs, int(crops.shape[0]), {}, []
+        ex = lens.examples(layer, comp)
+        idx = ex.indices[start:start + count]
+        imgs, extra, bufs_extra = self._full_images(lens, layer, comp, idx, start, size)
+        return imgs, len(ex), extra, bufs_extra
 
     @staticmethod
     def _crops(lens, layer: str, comp: int, size: int) -> torch.Tensor:
@@ -497,6 +498,17 @@ def vocabulary(lens, concepts) -> list[str]:
     if concepts:
         return [str(c) for c in concepts]
     return [str(c) for c in (getattr(lens, "vocabulary", None) or [])]
+
+
+def is_sae_layer(name: str) -> bool:
+    """``"LAYER:sae"``: a layer whose components are a sparse autoencoder's latents."""
+    return isinstance(name, str) and name.endswith(":sae")
+
+
+def flow_layers(lens) -> list[str]:
+    """The layers an attribution graph can run through: all but the SAE layers (relevance flows
+    between a model's own layers; a latent's relevance is its share of its base layer's)."""
+    return [l for l in lens.layers if not is_sae_layer(l)]
 
 
 def class_options(lens) -> list[list]:

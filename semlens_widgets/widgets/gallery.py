@@ -1,10 +1,11 @@
 """ConceptGallery: the concept examples of one component, its label, measures and top classes."""
 from __future__ import annotations
 
+import torch
 import traitlets as t
 
-from ._base import (MAX_THUMBS, STATIC, THUMB_SIZES, LensWidget, WidgetValueError, check_int, check_layer,
-                    check_lens, clean, finite, get_int, get_str, vocabulary)
+from ._base import (MAX_THUMBS, STATIC, THUMB_SIZES, LensWidget, MessageError, WidgetValueError, check_int,
+                    check_layer, check_lens, clean, finite, get_int, get_str, resize_max, to_uint8, vocabulary)
 
 __all__ = ["ConceptGallery", "component_info"]
 
@@ -65,7 +66,25 @@ def component_info(lens, layer: str, component: int, concepts: list[str] | None,
     ex = lens.examples(layer, component)
     info["indices"] = [int(i) for i in ex.indices]
     info["activations"] = [finite(a) for a in ex.activations]
+    info["description"] = description_info(lens.stored_description(layer, component))
     return info
+
+
+def description_info(desc) -> dict | None:
+    """What the gallery shows of a component's last description (``lens.describe``, the LINE
+    loop): the best concept and its AUC, whether it is polysemantic (and its senses), the
+    concepts tried in order with their AUCs (None: the generator could not draw it, ``note``
+    says why), and which concepts have generated images (``examples``)."""
+    if desc is None:
+        return None
+    h = desc.history
+    history = [{"round": int(r), "concept": str(c), "auc": finite(a), "note": clean(nt) or ""}
+               for r, c, a, nt in zip(h["round"], h["concept"], h["auc"],
+                                      h["note"] if "note" in h.columns else [""] * len(h))]
+    examples = {str(c): int(v.shape[0]) for c, v in (desc.examples or {}).items() if int(v.shape[0])}
+    return {"best": str(desc.best), "auc": finite(desc.auc), "polysemantic": bool(desc.polysemantic),
+            "senses": [str(x) for x in (desc.senses or [])], "candidates": [str(x) for x in desc.candidates],
+            "rounds": int(h["round"].max()) + 1 if len(h) else 0, "history": history, "examples": examples}
 
 
 class ConceptGallery(LensWidget):
@@ -79,12 +98,14 @@ class ConceptGallery(LensWidget):
     ------
     layer: str, component: int, layers: list[str], num_components: int
     mode: "crops" | "full"     crops, or full images with the crop box (and heatmap when known)
-    info: dict                 label, measures, top_classes, indices, activations (component_info)
+    info: dict                 label, measures, top_classes, indices, activations, description
+                               (component_info; description: the last ``lens.describe`` or None)
     page_size: int             thumbnails per page (lazy)
     thumb_size: int            pixels (longest side) of the thumbnails sent
 
     Messages: ``{"type": "goto", "layer"?, "component"}``, ``{"type": "mode", "mode"}``, plus
-    ``select`` and ``thumbs``. Selecting elsewhere (linked ``selection``) shows that component.
+    ``select`` and ``thumbs`` (``kind="generated"`` with ``concept``: the description's generated
+    images of that concept). Selecting elsewhere (linked ``selection``) shows that component.
     """
 
     _esm = STATIC / "gallery.js"
@@ -99,6 +120,7 @@ class ConceptGallery(LensWidget):
     concepts = t.List(t.Unicode()).tag(sync=False)
 
     _handlers = {**LensWidget._handlers, "goto": "_msg_goto", "mode": "_msg_mode"}
+    _thumb_kinds = ("crops", "full", "generated")
 
     # -- trait validation (from Python and from the front end alike)
     @t.validate("layer")
@@ -175,6 +197,21 @@ class ConceptGallery(LensWidget):
         comp = self._check_component(self.lens, layer, get_int(content, "component"))
         self.show(layer, comp)
         return {}
+
+    def _thumb_images(self, lens, layer, comp, start, count, size, kind, content):
+        """``kind="generated"`` (with ``concept``): the images the description's generator drew
+        for that concept (kept by ``lens.describe``)."""
+        if kind != "generated":
+            return super()._thumb_images(lens, layer, comp, start, count, size, kind, content)
+        concept = get_str(content, "concept", allow_empty=False)
+        desc = lens.stored_description(layer, comp)
+        examples = (desc.examples or {}) if desc is not None else {}
+        if concept not in examples:
+            raise MessageError(f"no generated images of {concept!r:.60} for {layer} #{comp}; "
+                               f"described concepts with images: {sorted(examples)[:10]}")
+        imgs = to_uint8(torch.as_tensor(examples[concept]))
+        out, _ = resize_max(imgs[start:start + count], size)
+        return out, int(imgs.shape[0]), {"concept": concept}, []
 
     def _msg_mode(self, content: dict, buffers) -> dict:
         self.mode = get_str(content, "mode", choices=("crops", "full"))

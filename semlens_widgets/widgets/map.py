@@ -12,7 +12,7 @@ from .gallery import label_table
 
 __all__ = ["SemanticMap", "COLOR_MODES"]
 
-COLOR_MODES = ("layer", "label", "score", "relevance", "category")
+COLOR_MODES = ("layer", "label", "score", "relevance", "category", "auc")
 SIZE_MODES = ("none", "relevance")
 UNLABELLED = "(unlabelled)"
 
@@ -24,7 +24,8 @@ class SemanticMap(LensWidget):
     where ``layer`` is a layer name, a list of layers, or None (all layers). ``color_by=None``
     chooses from what the map shows: ``label`` when a component carries a concept of the
     vocabulary, else ``layer`` when several layers are shown, else ``relevance`` (with a target)
-    or ``score`` (with a query). The view shortens the empty gaps between islands of the UMAP
+    or ``score`` (with a query). ``color_by="auc"`` colours each component by the AUC of its label
+    (the label faithfulness stored by ``lens.faithfulness``; grey: not measured). The view shortens the empty gaps between islands of the UMAP
     (whose distances mean nothing) and turns the map's long axis along the canvas, fits the bulk
     of the points (outliers beyond Tukey's far fences stay reachable with "fit all"; "reset view"
     fits again), gives every shown label its own colour (beyond the 30-colour palette the
@@ -40,7 +41,7 @@ class SemanticMap(LensWidget):
     layer_codes: bytes       uint16 [n]  index into ``layers``
     components: bytes        int32 [n]
     color_by: str            one of COLOR_MODES
-    color_values: bytes      float32 [n] (score / relevance; NaN = no value), else empty
+    color_values: bytes      float32 [n] (score / relevance / auc; NaN = no value), else empty
     color_codes: bytes       uint16 [n] index into ``color_names`` (layer / label / category)
     color_names: list[str]   legend of the categorical modes
     color_note: str          why a mode shows nothing (e.g. "type a query")
@@ -228,6 +229,18 @@ class SemanticMap(LensWidget):
                 values = f32(self._relevance())
             else:
                 note = "pick a target class to colour by relevance"
+        elif mode == "auc":
+            def aucs(l):
+                t = self.lens.stored_faithfulness(l)
+                if t is None or not len(t):
+                    return pd.Series(dtype="float32")
+                return pd.DataFrame(t).set_index("component")["auc"].astype("float32")
+            auc = self._per_layer(aucs)
+            if np.isfinite(auc).any():
+                values = f32(auc)
+            else:
+                note = ("no label faithfulness yet: lens.faithfulness(layer, generator) gives each "
+                        "labelled component the AUC of its label")
         elif mode == "category":
             if self.target is not None and (self.valid or self.spurious):
                 cat_codes = {c: i for i, c in enumerate(AUDIT_CATEGORIES)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import traitlets as t
 
 from ._base import (STATIC, LensWidget, MessageError, WidgetValueError, check_concepts, check_layers, check_lens,
-                    check_target, class_options, clean, finite, get_int, get_str, vocabulary)
+                    check_target, class_options, clean, finite, flow_layers, get_int, get_str, vocabulary)
 
 __all__ = ["AttributionSankey"]
 
@@ -13,7 +13,7 @@ class AttributionSankey(LensWidget):
     """The attribution graph of a class as a Sankey (the paper's attribution graph): ``lens.attribution_graph``.
 
     ``AttributionSankey(lens, target, layers=None, concepts=None)``; ``target`` is a class index
-    or name. Per layer the view merges the unlabelled groups and the labels with less than 3 %
+    or name; ``layers`` defaults to the model's own layers (not the SAE layers ``"x:sae"``). Per layer the view merges the unlabelled groups and the labels with less than 3 %
     of the layer's relevance into one hatched "other" node (click it to expand, "collapse" to
     merge again); every node shows its name, its number of components and its share of the
     class's relevance inside its box (the graph's unit: each sample's relevance at the top layer
@@ -46,7 +46,8 @@ class AttributionSankey(LensWidget):
     def __init__(self, lens, target: int | str = 0, layers=None, concepts=None, **kwargs):
         check_lens(lens, "AttributionSankey")
         all_layers = list(lens.layers)
-        layers = check_layers(all_layers if layers is None else layers, all_layers)
+        # by default the model's own layers: relevance does not flow through SAE layers ("x:sae")
+        layers = check_layers(flow_layers(lens) if layers is None else layers, all_layers)
         target = check_target(lens, target)
         super().__init__(lens, target=target, targets=class_options(lens), layers=layers,
                          concepts=vocabulary(lens, concepts), **kwargs)
