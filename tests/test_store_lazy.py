@@ -44,6 +44,17 @@ def _file(root, st, key):
     return root / st.meta(key)["file"]
 
 
+def _store_with_edited_record(tmp_path, edit):
+    """A store ``tmp_path/s`` with entry ``k`` whose manifest record was changed by ``edit(rec)``."""
+    root = tmp_path / "s"
+    Store(root).save("k", _tensors(), "fp")
+    path = root / "manifest.json"
+    data = json.loads(path.read_text())
+    edit(data["entries"]["k"])
+    path.write_text(json.dumps(data))
+    return root
+
+
 def _flip(path, offset):
     b = bytearray(path.read_bytes())
     b[offset] ^= 0xFF
@@ -121,26 +132,15 @@ def test_corrupt_header_or_size_is_none_at_open(tmp_path):
 
 def test_header_must_match_the_manifest(tmp_path):
     """A file whose blocks are intact but whose header disagrees with its record (shapes) is refused."""
-    root = tmp_path / "s"
-    st = Store(root)
-    st.save("k", _tensors(), "fp")
-    path = root / "manifest.json"
-    data = json.loads(path.read_text())
-    data["entries"]["k"]["shapes"]["theta"] = [16, 300]
-    path.write_text(json.dumps(data))
+    st = Store(_store_with_edited_record(tmp_path, lambda rec: rec["shapes"].update(theta=[16, 300])))
     with pytest.warns(UserWarning, match=r"corrupt.*'theta'"):
         assert st.load("k", "fp", lazy=True) is None
 
 
 def test_entry_without_block_digests_is_verified_whole(tmp_path):
     """Entries saved before block digests existed: the whole-file sha256, once, at open."""
-    root = tmp_path / "s"
+    root = _store_with_edited_record(tmp_path, lambda rec: rec.pop("blocks"))
     st = Store(root)
-    st.save("k", _tensors(), "fp")
-    path = root / "manifest.json"
-    data = json.loads(path.read_text())
-    del data["entries"]["k"]["blocks"]
-    path.write_text(json.dumps(data))
     got = st.load("k", "fp", lazy=True)
     assert isinstance(got, MappedEntry) and torch.equal(got["theta"], _tensors()["theta"])
     _flip(_file(root, st, "k"), os.path.getsize(_file(root, st, "k")) - 2)
@@ -158,13 +158,7 @@ def test_entry_without_block_digests_is_verified_whole(tmp_path):
     [4096],
 ])
 def test_malformed_block_digests_refuse_the_manifest(tmp_path, bad):
-    root = tmp_path / "s"
-    st = Store(root)
-    st.save("k", _tensors(), "fp")
-    path = root / "manifest.json"
-    data = json.loads(path.read_text())
-    data["entries"]["k"]["blocks"] = bad
-    path.write_text(json.dumps(data))
+    root = _store_with_edited_record(tmp_path, lambda rec: rec.update(blocks=bad))
     with pytest.raises(StoreError, match=r"entry 'k' has 'blocks'"):
         Store(root)
 
