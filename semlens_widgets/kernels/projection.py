@@ -107,8 +107,8 @@ def umap_2d(
         raise ValueError(f"a map needs at least 2 components, got {C}")
     if not torch.isfinite(theta).all():
         raise ValueError("theta contains NaN or inf: run the lens to completion before mapping")
-    x = normalize(theta)
     if C <= 3:
+        x = normalize(theta)
         xc = x - x.mean(0, keepdim=True)
         _, _, vh = torch.linalg.svd(xc, full_matrices=False)
         coords = xc @ vh[:2].T
@@ -126,11 +126,14 @@ def umap_2d(
         n_epochs=n_epochs,
         init="spectral" if n_fit > 10 else "random",
     )
-    xn = x.numpy().astype(np.float32, copy=False)
+
+    def unit(rows: torch.Tensor) -> np.ndarray:  # normalised per use: no second [C, d] copy
+        return normalize(rows).numpy().astype(np.float32, copy=False)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # n_jobs overridden by random_state; small-graph notes
         if C <= max_fit:
-            coords = reducer.fit_transform(xn)
+            coords = reducer.fit_transform(unit(theta))
             return torch.from_numpy(np.asarray(coords, dtype=np.float32))
         from tqdm.auto import tqdm
 
@@ -139,9 +142,9 @@ def umap_2d(
         rest[fit] = False
         rest_idx = torch.nonzero(rest).squeeze(1)
         out = np.empty((C, 2), dtype=np.float32)
-        out[fit.numpy()] = reducer.fit_transform(xn[fit.numpy()])
+        out[fit.numpy()] = reducer.fit_transform(unit(theta[fit]))
         for s in tqdm(range(0, rest_idx.numel(), chunk), desc="map: placing components", unit="chunk",
                       disable=not progress):
-            part = rest_idx[s:s + chunk].numpy()
-            out[part] = reducer.transform(xn[part])
+            part = rest_idx[s:s + chunk]
+            out[part.numpy()] = reducer.transform(unit(theta[part]))
     return torch.from_numpy(out)
