@@ -510,6 +510,7 @@ def test_report_renders_offline_in_chromium(tmp_path):
             # the plots use the page's width (beside their side panel)
             widths = {n: page.locator(f'div.plot[data-plot="{n}"]').bounding_box()["width"] for n in plots}
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            page.add_style_tag(content="nav.top { position: static; }")  # no sticky bar over the section shots
             for sid in page.evaluate("() => [...document.querySelectorAll('section')].map(s => s.id)"):
                 page.locator(f"section#{sid}").screenshot(path=str(SCREENSHOTS / f"report-{sid}.png"))
             # hover the audit point whose label is the XSS concept: the panel shows it as text, with crops
