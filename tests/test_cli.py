@@ -211,7 +211,8 @@ def test_run_a_random_weight_model_then_reopen(world_run):
     assert lens.vocabulary == ["red", "green", "blue", "stripes", "dots"]
     stored = _store_tensors(store)
     assert set(stored) == {"samples", "collect/features.relu1", "collect/features.relu2", "boxes/features.relu1",
-                           "boxes/features.relu2", "embed/features.relu1", "embed/features.relu2"}
+                           "boxes/features.relu2", "embed/features.relu1", "embed/features.relu2",
+                           "conservation/features.relu1", "conservation/features.relu2"}  # crp: how relevance adds up
     assert torch.equal(lens.embeddings("features.relu2"), stored["embed/features.relu2"]["theta"])
     assert torch.equal(lens.topm("features.relu1").indices, stored["collect/features.relu1"]["indices"])
     assert torch.equal(lens.sample_labels, stored["samples"]["labels"])

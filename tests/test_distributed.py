@@ -24,27 +24,7 @@ from semlens_widgets.store import Store
 TESTS = str(Path(__file__).resolve().parent)
 sys.path.insert(0, TESTS)
 import _cli_world  # noqa: E402
-
-
-def _entries(root) -> dict:
-    st = Store(root)
-    out = {}
-    for key in st.keys():
-        rec = st.meta(key)
-        out[key] = (rec["fingerprint"], rec["meta"], st.load(key, rec["fingerprint"]))
-    return out
-
-
-def _assert_same_store(a, b) -> None:
-    ea, eb = _entries(a), _entries(b)
-    assert sorted(ea) == sorted(eb)
-    for key in ea:
-        fa, ma, ta = ea[key]
-        fb, mb, tb = eb[key]
-        assert fa == fb and ma == mb, key
-        assert ta.keys() == tb.keys(), key
-        for name in ta:
-            assert ta[name].dtype == tb[name].dtype and torch.equal(ta[name], tb[name]), f"{key}:{name} differs"
+from _stores import assert_same_stores  # noqa: E402
 
 
 # --------------------------------------------------------------------------- the whole run, 2 ranks
@@ -71,7 +51,7 @@ def test_torchrun_two_processes_write_the_store_of_one_process(tmp_path, capsys)
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "2 processes" in res.stdout and res.stdout.count("semlens run:") == 1  # rank 0 speaks
-    _assert_same_store(tmp_path / "one", tmp_path / "two")
+    assert_same_stores(tmp_path / "one", tmp_path / "two")
     st = Store(tmp_path / "two")
     assert {"collect/features.relu2", "embed/features.relu2", "semantics/class_relevance/features.relu2/label",
             "samples"} <= set(st.keys())

@@ -1,6 +1,6 @@
 """Real processes killed with SIGKILL at deterministic points, then resumed; two processes on one
 store. The stores are compared with those of uninterrupted runs, every tensor of every entry,
-bit for bit. The runs are forked by one driver process (tests/_kill_driver.py: the imports are
+bit for bit (the conservation diagnostic to 1e-4: tests/_stores.py). The runs are forked by one driver process (tests/_kill_driver.py: the imports are
 paid once); this module reads its report and its stores."""
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ pytestmark = [
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _kill_driver import N, SCENARIOS  # noqa: E402
+from _stores import assert_same_stores as assert_identical  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -34,29 +35,6 @@ def runs(tmp_path_factory):
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return out, json.loads((out / "report.json").read_text())
-
-
-def entries(root: Path) -> dict[str, tuple[str, dict[str, torch.Tensor]]]:
-    """key -> (fingerprint, tensors) of every entry of a store."""
-    store = Store(root)
-    out = {}
-    for key in store.keys():
-        fp = store.meta(key)["fingerprint"]
-        got = store.load(key, fp)
-        assert got is not None, f"{root}: entry {key!r} unreadable"
-        out[key] = (fp, got)
-    return out
-
-
-def assert_identical(a: Path, b: Path) -> None:
-    ea, eb = entries(a), entries(b)
-    assert sorted(ea) == sorted(eb)
-    for key in ea:
-        assert ea[key][0] == eb[key][0], key
-        ta, tb = ea[key][1], eb[key][1]
-        assert ta.keys() == tb.keys(), key
-        for name in ta:
-            assert ta[name].dtype == tb[name].dtype and torch.equal(ta[name], tb[name]), f"{key}: {name}"
 
 
 def assert_clean(root: Path) -> None:
