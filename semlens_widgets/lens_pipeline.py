@@ -280,6 +280,7 @@ class Pipeline:
         self._levels: dict[str, torch.Tensor] = {}  # layer -> [C] typical activation (crop="activation")
         self._warned: set[str] = set()               # layers warned about full-image activation crops
         self._warned_conservation: set[str] = set()  # layers warned about low / unstable conservation
+        self._crp_checked: set[str] = set()          # layers whose CRP start was checked (one full forward)
         self._shapes: dict[str, list] = {}          # layer -> per-sample output shape (collection)
         self._ratios: dict[str, torch.Tensor] = {}   # layer -> [C, m_eff] input heatmap sum / start (crp)
         self._last_heatmaps: tuple | None = None     # (layer, k, heatmaps, start) of the last heatmaps()
@@ -553,8 +554,11 @@ class Pipeline:
 
         saes = self.layers.saes
         if self.config.crop_mode == "crp":
-            return crp_heatmaps(self.model, x, layer, comps, self.composite, pooling=self.config.pooling, saes=saes,
-                                image_index=image_index, return_start=True)
+            checked = layer in self._crp_checked  # a name checked once (a reused module needs "name@i")
+            got = crp_heatmaps(self.model, x, layer, comps, self.composite, pooling=self.config.pooling, saes=saes,
+                               image_index=image_index, return_start=True, check_layer=not checked)
+            self._crp_checked.add(layer)
+            return got
         if image_index is not None:
             x = x[image_index.to(x.device)]
         return activation_heatmaps(self.model, x, layer, comps, self.config.pooling, saes=saes), None

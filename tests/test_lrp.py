@@ -674,3 +674,61 @@ def test_lens_conservation_table_sums_and_low_conservation_warning(fm, tmp_path,
     with pytest.warns(UserWarning, match=r"layer 'relu2': LRP relevance is not conserved: the median input heatmap sum is 0\.\d\d"):
         leaky.run()
     assert float(leaky.conservation("relu2")["median"][0]) < 0.5
+
+
+def test_zplus_flat_share_of_convolutions_equals_ones_through_the_module():
+    """The one-channel probe gives ungrouped convolutions (padded subclass, strided, dilated,
+    1-d) the same relevance as running ones through the module; grouped ones use the module."""
+    torch.manual_seed(0)
+    cases = [
+        (PadConv(4, 6, 3, stride=2), torch.randn(2, 4, 9, 9)),
+        (nn.Conv2d(4, 6, 3, padding=2, dilation=2), torch.rand(2, 4, 8, 8)),
+        (nn.Conv1d(3, 5, 4, stride=3, padding=1), torch.randn(2, 3, 17)),
+        (nn.Conv2d(4, 4, 3, padding=1, groups=2), torch.rand(2, 4, 6, 6)),
+    ]
+    for conv, x in cases:
+        with torch.no_grad():
+            conv.weight.mul_(torch.where(torch.rand_like(conv.weight) < 0.7, -1.0, 1.0))  # many z+ = 0
+        rel = torch.rand_like(conv(x))
+        got = {}
+        for probe in (True, False):
+            rule = ZPlusConserving()
+            rule.probe = probe
+            rule.stored_tensors["input"] = (x,)
+            got[probe] = rule.backward(conv, (x,), (rel,))[0]
+        torch.testing.assert_close(got[True], got[False], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got[True].sum(), rel.sum(), rtol=1e-4, atol=1e-4)  # conserved
+
+
+def test_channels_last_inputs_fall_back_for_a_model_that_views():
+    """Local starts run channels-last on the CPU; a model whose forward .view()s a permuted
+    tensor is rerun contiguous (and remembered), with the same relevance."""
+    from semlens_widgets.kernels.lrp import _CONTIGUOUS_ONLY
+
+    class ViewNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.relu, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Linear(4 * 8 * 8, 5)
+
+        def forward(self, x):
+            h = self.relu(self.conv(x))
+            return self.fc(h.view(h.shape[0], -1))  # fails on a channels-last tensor
+
+    model = ViewNet().eval()
+    x = torch.rand(3, 3, 8, 8)
+    init = lambda a: a.clamp(min=0)  # noqa: E731
+    comp = make_composite(model)
+    heat, _ = start_relevance(model, x, "fc", init, comp)
+    assert model in _CONTIGUOUS_ONLY
+    plain = TinyCNN()
+    a, _ = start_relevance(plain, x, "features.relu2", init, make_composite(plain))
+    assert plain not in _CONTIGUOUS_ONLY
+    ref, _ = _start_relevance_contiguous(plain, x, "features.relu2", init)
+    torch.testing.assert_close(a, ref, rtol=1e-4, atol=1e-6)
+    assert heat.shape == x.shape and torch.isfinite(heat).all()
+
+
+def _start_relevance_contiguous(model, x, layer, init):
+    from semlens_widgets.kernels.lrp import _start_relevance
+
+    return _start_relevance(model, x, layer, init, make_composite(model))

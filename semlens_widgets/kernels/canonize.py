@@ -695,6 +695,21 @@ class _Merge(MergeBatchNorm):
         eps = float(getattr(batch_norm, "eps", 0.0))
         if 0.0 < eps < 1.0:
             batch_norm.running_var.data = torch.full_like(batch_norm.running_var.data, 1.0 - eps)
+        # a stock BatchNorm is now the identity: skip its pass (timm's BatchNormAct2d and other
+        # subclasses with their own forward keep it: they do more than normalise)
+        self.skipped = type(batch_norm).forward is nn.modules.batchnorm._BatchNorm.forward and \
+            "forward" not in batch_norm.__dict__
+        if self.skipped:
+            batch_norm.forward = _identity
+
+    def remove(self) -> None:
+        if getattr(self, "skipped", False):
+            self.batch_norm.__dict__.pop("forward", None)
+        super().remove()
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def default_canonizers(example_input: Any = None) -> list:

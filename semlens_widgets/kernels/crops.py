@@ -128,6 +128,7 @@ def crp_heatmaps(
     image_index: torch.Tensor | None = None,
     saes: dict[str, nn.Module] | None = None,
     return_start: bool = False,
+    check_layer: bool = True,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """CRP heatmaps of component ``components[i]`` of ``layer`` on image i (paper: concept examples,
     the crop).
@@ -179,6 +180,10 @@ def crp_heatmaps(
             (``sae.input_relevance``, the epsilon rule of its linear map) and propagated from
             there.
         return_start: also return the start relevance of each heatmap (see above).
+        check_layer: first run one image through the whole model, so that a plain name of a
+            module called several times is refused rather than read at its first call
+            (:func:`~semlens_widgets.kernels.lrp.start_relevance`); False when the name is known
+            to be fine (the Lens checks its layers once).
 
     Returns:
         FloatTensor ``[n, H, W]`` on the model's device: input relevance summed over channels
@@ -230,16 +235,16 @@ def crp_heatmaps(
         return init
 
     if image_index is None:
-        heat, _ = start_relevance(model, images, spec.base, init_for(components), composite)
+        heat, _ = start_relevance(model, images, spec.base, init_for(components), composite, check_layer=check_layer)
         heat = heat.sum(1).float()
-        return (heat, starts[0]) if return_start else heat
+        return (heat, starts[-1]) if return_start else heat
     device = _model_device(model)
     out = torch.empty(n, images.shape[2], images.shape[3], device=device)
     start_out = torch.empty(n, device=device)
     for g, (rows, imgs) in enumerate(_balanced_groups(image_index)):
         sub_index = torch.searchsorted(imgs, image_index[rows].long().cpu())
         heat, _ = start_relevance(model, images[imgs.to(images.device)], spec.base, init_for(components[rows]),
-                                  composite, image_index=sub_index, check_layer=g == 0)
+                                  composite, image_index=sub_index, check_layer=check_layer and g == 0)
         rows_d = rows.to(device)
         out[rows_d] = heat.sum(1).float()
         start_out[rows_d] = starts[-1].to(device)
