@@ -101,33 +101,42 @@ def jupyterlab(files: list[Path], timeout: float = 90.0, links: dict[str, Path] 
     notif.mkdir(parents=True, exist_ok=True)
     (notif / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
     # the kernel imports semlens_widgets from this checkout even if it is not installed
-    repo = Path(__file__).resolve().parent.parent
-    env["PYTHONPATH"] = os.pathsep.join([str(repo), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    log = open(root / "jupyterlab.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-         f"--IdentityProvider.token={TOKEN}", "--ServerApp.disable_check_xsrf=True", "--allow-root",
-         f"--ServerApp.root_dir={root}", "--LabApp.news_url=", "--LabServerApp.open_browser=False",
-         "--ServerApp.port_retries=0"],
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     base = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+           f"--IdentityProvider.token={TOKEN}", "--ServerApp.disable_check_xsrf=True", "--allow-root",
+           f"--ServerApp.root_dir={root}", "--LabApp.news_url=", "--LabServerApp.open_browser=False",
+           "--ServerApp.port_retries=0"]
+    try:
+        # JupyterLab and its kernels (same session) stop together
+        with server(cmd, root, env, root / "jupyterlab.log", f"{base}/api/status?token={TOKEN}", "JupyterLab", timeout):
+            yield base, root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def server(cmd: list[str], cwd: Path, env: dict, log_path: Path, ready_url: str, name: str, timeout: float):
+    """Run ``cmd`` in its own process group (output to ``log_path``), wait until ``ready_url``
+    answers 200, yield the process; afterwards stop the whole group by its PID."""
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited ({proc.returncode}); log: {(root / 'jupyterlab.log').read_text()[-2000:]}")
+                raise RuntimeError(f"{name} exited ({proc.returncode}); log: {Path(log_path).read_text()[-2000:]}")
             try:
-                with urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=2) as r:
+                with urllib.request.urlopen(ready_url, timeout=2) as r:
                     if r.status == 200:
                         break
             except OSError:
                 pass
             if time.time() > deadline:
-                raise RuntimeError("JupyterLab did not start in time")
+                raise RuntimeError(f"{name} did not start in time")
             time.sleep(0.3)
-        yield base, root
+        yield proc
     finally:
-        # stop JupyterLab (and its kernels, same session) by PID
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -137,7 +146,6 @@ def jupyterlab(files: list[Path], timeout: float = 90.0, links: dict[str, Path] 
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
         log.close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager

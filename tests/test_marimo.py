@@ -16,17 +16,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from _jlab import CHROMIUM, canvas_colors, chromium, filled_demo_store, free_port, wait_decoded
+from _jlab import CHROMIUM, canvas_colors, chromium, filled_demo_store, free_port, server, wait_decoded
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -49,34 +46,13 @@ def marimo_run(notebook: Path, store: Path, timeout: float = 90.0):
     port = free_port()
     env = {**os.environ, "SLW_DEMO_STORE": str(store), "TQDM_DISABLE": "1", "MARIMO_SKIP_UPDATE_CHECK": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    log = open(root / "marimo.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "marimo", "run", notebook.name, "--headless", "--no-token",
-                             "--host", "127.0.0.1", "--port", str(port), "--no-sandbox"],
-                            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    cmd = [sys.executable, "-m", "marimo", "run", notebook.name, "--headless", "--no-token", "--host", "127.0.0.1",
+           "--port", str(port), "--no-sandbox"]
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.time() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"marimo exited ({proc.returncode}): {(root / 'marimo.log').read_text()[-2000:]}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            if time.time() > deadline:
-                raise RuntimeError("marimo did not start in time")
-            time.sleep(0.3)
-        yield url, root
+        with server(cmd, root, env, root / "marimo.log", url, "marimo", timeout):
+            yield url, root
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-        log.close()
         shutil.rmtree(root, ignore_errors=True)
 
 
