@@ -731,4 +731,4 @@ def test_channels_last_inputs_fall_back_for_a_model_that_views():
 def _start_relevance_contiguous(model, x, layer, init):
     from semlens_widgets.kernels.lrp import _start_relevance
 
-    return _start_relevance(model, x, layer, init, make_composite(model))
+    return _start_relevance(model, x, layer, init, make_composite(model), record=(), check_layer=True, image_index=None)

@@ -901,3 +901,14 @@ def test_every_widget_on_a_real_lens_with_an_sae_layer(tmp_path):
     for mode in ("label", "relevance", "category", "auc"):
         msg(e.map, {"type": "color", "color_by": mode})
         assert e.map.error == "", (mode, e.map.error)
+
+
+def test_query_traits_refuse_over_long_text(lens):
+    """The search box's and the map's query trait take at most MAX_STR characters (one check)."""
+    from semlens_widgets.widgets._base import MAX_STR
+
+    for widget in (W.SearchBox(lens), W.SemanticMap(lens)):
+        widget.query = "star"
+        with pytest.raises(W.WidgetValueError, match=rf"query is {MAX_STR + 1} characters long; at most {MAX_STR}"):
+            widget.query = "x" * (MAX_STR + 1)
+        assert widget.query == "star"  # refused, nothing changed

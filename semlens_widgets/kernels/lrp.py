@@ -772,19 +772,9 @@ def start_relevance(
 _CONTIGUOUS_ONLY: "weakref.WeakKeyDictionary[nn.Module, bool]" = weakref.WeakKeyDictionary()
 
 
-def _start_relevance(
-    model: nn.Module,
-    images: torch.Tensor,
-    layer: str,
-    init: Callable[[torch.Tensor], torch.Tensor],
-    composite,
-    *,
-    record: Sequence[str] = (),
-    check_layer: bool = True,
-    image_index: torch.Tensor | None = None,
-    memory_format: torch.memory_format = torch.contiguous_format,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """:func:`start_relevance` with the input in ``memory_format``."""
+def _start_relevance(model, images, layer, init, composite, *, record, check_layer, image_index,
+                     memory_format: torch.memory_format = torch.contiguous_format):
+    """:func:`start_relevance` (same arguments) with the input in ``memory_format``."""
     from .hooks import LayerCapture
 
     device = _model_device(model)

@@ -109,6 +109,13 @@ def check_concepts(name: str, v: Any, *, allow_empty: bool = True) -> list[str]:
     return out
 
 
+def check_query(q: str) -> str:
+    """A free-text query trait: at most ``MAX_STR`` characters."""
+    if len(q) > MAX_STR:
+        raise WidgetValueError(f"query is {len(q)} characters long; at most {MAX_STR} are accepted")
+    return q
+
+
 def check_layers(layers: Any, all_layers: list[str]) -> list[str]:
     """A non-empty list of known layer names; one str is one layer (never split into characters)."""
     if isinstance(layers, str):

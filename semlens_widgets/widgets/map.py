@@ -6,7 +6,7 @@ import pandas as pd
 import traitlets as t
 
 from ..results import AUDIT_CATEGORIES
-from ._base import (MAX_STR, STATIC, LensWidget, MessageError, WidgetValueError, check_choice, check_concepts,
+from ._base import (STATIC, LensWidget, MessageError, check_choice, check_concepts, check_query,
                     check_layers, check_lens, check_target, f32, get_str, get_str_list, i32, vocabulary)
 from .gallery import label_table
 
@@ -132,10 +132,7 @@ class SemanticMap(LensWidget):
 
     @t.validate("query")
     def _valid_query(self, proposal):
-        q = proposal["value"]
-        if len(q) > MAX_STR:
-            raise WidgetValueError(f"query is {len(q)} characters long; at most {MAX_STR} are accepted")
-        return q
+        return check_query(proposal["value"])
 
     @t.validate("concepts", "valid", "spurious")
     def _valid_concept_lists(self, proposal):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import traitlets as t
 
-from ._base import (MAX_STR, STATIC, LensWidget, MessageError, WidgetValueError, check_int, check_layer,
+from ._base import (STATIC, LensWidget, MessageError, WidgetValueError, check_int, check_layer, check_query,
                     check_lens, clean, finite, get_int, get_str, vocabulary)
 
 __all__ = ["SearchBox"]
@@ -73,10 +73,7 @@ class SearchBox(LensWidget):
 
     @t.validate("query")
     def _valid_query(self, proposal):
-        q = proposal["value"]
-        if len(q) > MAX_STR:
-            raise WidgetValueError(f"query is {len(q)} characters long; at most {MAX_STR} are accepted")
-        return q
+        return check_query(proposal["value"])
 
     @t.validate("probe_index")
     def _valid_probe(self, proposal):
