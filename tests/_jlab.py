@@ -203,12 +203,12 @@ def run_all(page, attempts: int = 6) -> None:
                " return !!p && /\\[(\\*|\\d+)\\]/.test(p.textContent); }")
     for _ in range(attempts):
         dismiss_dialogs(page)  # e.g. "Select Kernel" when the kernel died while starting
-        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-        try:
+        try:  # a dialog may open again between the dismissal and the click: it takes the click
+            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click(timeout=10_000)
+            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click(timeout=10_000)
             page.wait_for_function(started, timeout=5_000)
             return
-        except Exception:  # noqa: BLE001 - playwright TimeoutError: try again
+        except Exception:  # noqa: BLE001 - playwright TimeoutError: dismiss and try again
             page.keyboard.press("Escape")
     raise RuntimeError("Run All Cells never started the notebook")
 

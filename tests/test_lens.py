@@ -164,11 +164,20 @@ def test_crp_boxes_find_the_red_square(fm):
     # the box contains the square and is not much larger than it
     assert (b[:, :2] <= t[:, :2]).all() and (b[:, 2:] >= t[:, 2:]).all()
     assert ((b[:, 2] - b[:, 0]) <= 5 + 4).all() and ((b[:, 3] - b[:, 1]) <= 5 + 4).all()
-    peak = Lens(RedNet(), data, fm, ["relu2"], m=3, crop="crp", store=None, progress=False).run()
+    # the paper's rule (relevance > 1 % of the max) keeps exactly the heatmap's support
+    peak = Lens(RedNet(), data, fm, ["relu2"], m=3, crop="crp", crop_rule="threshold", store=None,
+                progress=False).run()
     idx, _ = peak.examples("relu2", 0)
     t = true_boxes[idx]
     window = torch.cat([(t[:, :2] - 1).clamp(min=0), (t[:, :2] + 2).clamp(max=24)], dim=1)
     torch.testing.assert_close(peak.boxes("relu2")[0], window)
+    # the default rule smooths the heatmap first (zennit-crp's kernel): a box around the window,
+    # at most the kernel's half-width larger on each side
+    smooth = Lens(RedNet(), data, fm, ["relu2"], m=3, crop="crp", store=None, progress=False).run()
+    assert smooth.crop_rule == "peak_region"
+    sb = smooth.boxes("relu2")[0]
+    assert (sb[:, :2] <= window[:, :2]).all() and (sb[:, 2:] >= window[:, 2:]).all()
+    assert ((sb[:, 2:] - sb[:, :2]) <= 3 + 2 * 2).all()
 
 
 def test_full_mode_embeds_each_distinct_sample_once(fm):

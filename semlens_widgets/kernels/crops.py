@@ -14,7 +14,8 @@ Two heatmap sources, both batched over n (image, component) pairs in one forward
 
 :func:`boxes_from_heatmaps` turns heatmaps into boxes by one of :data:`CROP_RULES`: the
 paper's (positive heatmap >= 1 % of the maximum), zennit-crp's (Gaussian smoothing, >= 10 %
-of the smoothed maximum), or zennit-crp's restricted to the connected region of the peak. :func:`crop_resize` cuts and resizes all boxes at once with
+of the smoothed maximum), or zennit-crp's restricted to the connected region of the peak (the
+Lens's default, ``lens_pipeline.CROP_RULE``). :func:`crop_resize` cuts and resizes all boxes at once with
 ``torchvision.ops.roi_align``.
 
 Layer names follow :mod:`semlens_widgets.kernels.collect` (``"name"``, ``"name@i"`` for the
