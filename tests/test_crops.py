@@ -280,12 +280,14 @@ def test_crp_shared_forward_equals_separate_passes():
     torch.testing.assert_close(shared, separate, atol=1e-6 * float(separate.abs().max()), rtol=1e-5)
     with pytest.raises(ValueError, match=r"image_index must be a LongTensor \[n\] with values in \[0, 3\)"):
         crp_heatmaps(model, images, "layer3", comps, image_index=torch.tensor([0, 1, 2, 3, 0, 0, 0]))
-    # images with pair counts within a factor 2 share rounds; an image with fewer pairs goes on
+    # images share backward rounds when their pair counts are within 80 % of the group's
+    # largest (waste <= 20 %); 1 and 2 pairs go apart (a shared second round would be all waste
+    # for the 1-pair images), 5 and 4 pairs together; every image is in exactly one group
     from semlens_widgets.kernels.crops import _balanced_groups
 
-    groups = _balanced_groups(torch.tensor([0, 0, 0, 0, 1, 2, 2]))
-    assert [g[1].tolist() for g in groups] == [[0, 2], [1]]
-    assert [g[0].tolist() for g in groups] == [[0, 1, 2, 3, 5, 6], [4]]
+    groups = _balanced_groups(torch.tensor([0, 0, 0, 0, 1, 2, 2, 3, 3, 3, 3, 0]))
+    assert [g[1].tolist() for g in groups] == [[0, 3], [2], [1]]
+    assert [g[0].tolist() for g in groups] == [[0, 1, 2, 3, 7, 8, 9, 10, 11], [5, 6], [4]]
 
 
 def test_box_rules():
