@@ -270,7 +270,7 @@ def main(argv=None) -> int:
             idx = pipe._topm[layer].indices[:k]
             pipe._compute_boxes(layer, idx[:1], torch.arange(1))  # warm-up (untimed)
             with Clock(device) as c:
-                boxes[layer] = pipe._compute_boxes(layer, idx, torch.arange(k))
+                boxes[layer] = pipe._compute_boxes(layer, idx, torch.arange(k))["boxes"]
             # the same number of batched forward + backward passes from the input to the layer
             flat = idx.reshape(-1)
             with Clock(device) as b:

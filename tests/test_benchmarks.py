@@ -34,9 +34,9 @@ OUTPUTS = {
               "searches this layer densely (exact: the dense fp32 row)",
     "open": "[open] eager       open_s 27.78\n[open] lazy        open_s 0.88\n"
             "[open] lazy+theta  open_s 0.84, theta_first_access_s 3.59",
-    "map": "[map] N=10,000: 30.0 s, peak RSS 900 MiB (before 800 MiB, growth 100 MiB; VmHWM after clear_refs)\n"
-           "[map] N=100,000: 200.0 s, peak RSS 1200 MiB (before 1000 MiB, growth 200 MiB; VmHWM after clear_refs)\n"
-           "[map] N=100,000 / N=10,000: time x6.67, peak-RSS growth x2.00 (bounded: the fit is at most MAX_FIT components)",
+    "map": "[map] N=20,000: 30.0 s, peak RSS 900 MiB (before 800 MiB, growth 100 MiB; VmHWM after clear_refs)\n"
+           "[map] N=200,000: 200.0 s, peak RSS 1200 MiB (before 1000 MiB, growth 200 MiB; VmHWM after clear_refs)\n"
+           "[map] N=200,000 / N=20,000: time x6.67, peak-RSS growth x2.00 (bounded: the fit is at most MAX_FIT components)",
     "demo": "timings (s):\n  load world    1.0\n  run (collect + crop + embed)   30.0\n    collect    3.0\n"
             "    crops    20.0\n    embed     7.0\n  label     0.5\n  map     1.0\n  total up to the map    33.0\n",
 }
@@ -55,7 +55,7 @@ def test_the_runner_reads_every_benchmark_output(tmp_path):
     assert val["open"]["store open (lazy), s"] == (0.88, True)
     assert val["open"]["theta first access (block verification), s"] == (3.59, True)
     assert val["map"]["map peak-RSS growth 10N / N"] == (2.0, True)
-    small = runner.summarise("map", [(1.0, OUTPUTS["map"].replace("100,000", "10,000").replace("N=10,000: 30", "N=1,000: 30"))],
+    small = runner.summarise("map", [(1.0, OUTPUTS["map"].replace("200,000", "10,000").replace("N=20,000: 30", "N=1,000: 30"))],
                              str(tmp_path))
     assert small[-1]["met"] is None and "not judged" in small[-1]["figure"]
     assert val["demo"]["semlens demo, total up to the map, s"] == (33.0, True)
