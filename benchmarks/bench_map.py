@@ -8,7 +8,7 @@ through /proc/self/clear_refs before the map; elsewhere ru_maxrss) and its growt
 before it (which holds the thetas). numba's compiled code comes from its on-disk cache (a
 warm-up map, fitted on 5,000 and transforming 1,000, runs first, outside the figures).
 
-Run:  python benchmarks/bench_map.py                    (12,000 and 120,000 components: both above
+Run:  python benchmarks/bench_map.py                    (20,000 and 200,000 components: both with
                                                          the fitted sample, what bounded memory is about)
       python benchmarks/bench_map.py --sizes 2000,20000  (quicker)
 No asserts: one run, one machine.
@@ -68,7 +68,7 @@ def child(n: int, d: int) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="12000,120000")
+    ap.add_argument("--sizes", default="20000,200000")
     ap.add_argument("--d", type=int, default=512)
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

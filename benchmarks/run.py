@@ -78,7 +78,7 @@ def commands(size: str, tmp: str) -> dict[str, list[list[str]]]:
         "search": [[PY, b("bench_search.py")] + (["--quick"] if q else
                                                  (["--options"] if f else ["--regime", "clustered"]))],
         "open": [[PY, b("bench_store_open.py")] + (["--quick"] if q else [])],
-        "map": [[PY, b("bench_map.py"), "--sizes", "1000,10000" if q else "12000,120000"]],
+        "map": [[PY, b("bench_map.py"), "--sizes", "1000,10000" if q else "20000,200000"]],
         "torchrun": [
             [PY, "-m", "semlens_widgets"] + run_args + ["--store", _demo_store(tmp, "run1"), "--threads", "2"],
             [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "semlens_widgets"]

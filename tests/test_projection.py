@@ -53,3 +53,13 @@ def test_tiny_layers_and_errors():
         umap_2d(torch.randn(10, 8), max_fit=2)
     with pytest.raises(ValueError, match="chunk must be an int >= 4"):
         umap_2d(torch.randn(10, 8), chunk=1.5)
+
+
+def test_non_finite_theta_is_refused_in_any_chunk():
+    """The finiteness check runs in chunks (no whole-input copies): a NaN or inf in the last
+    chunk is found as well as one in the first."""
+    for row, bad in ((0, float("nan")), (29, float("inf")), (17, -float("inf"))):
+        theta = torch.randn(30, 8)
+        theta[row, 3] = bad
+        with pytest.raises(ValueError, match="NaN or inf"):
+            umap_2d(theta, max_fit=10, chunk=4)

@@ -105,7 +105,9 @@ def umap_2d(
     C = theta.shape[0]
     if C < 2:
         raise ValueError(f"a map needs at least 2 components, got {C}")
-    if not torch.isfinite(theta).all():
+    # in chunks: torch.isfinite builds a float copy (abs) and two bool masks of the whole input
+    # (680 MiB at 200k x 512, more than the whole map of a 200k layer otherwise needs)
+    if not all(bool(torch.isfinite(theta[s:s + chunk]).all()) for s in range(0, C, chunk)):
         raise ValueError("theta contains NaN or inf: run the lens to completion before mapping")
     if C <= 3:
         x = normalize(theta)
