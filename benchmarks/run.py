@@ -1,7 +1,7 @@
 """The benchmark suite: one runner, each benchmark in its own subprocess (clean memory figures),
 one summary of the measured ratios against their targets.
 
-    python benchmarks/run.py            # default sizes: about 10 minutes on 2 quiet CPU cores
+    python benchmarks/run.py            # default sizes: about 12 minutes on 2 quiet CPU cores
     python benchmarks/run.py --quick    # smoke sizes: every benchmark runs, minutes (not figures)
     python benchmarks/run.py --full     # bigger sizes (tens of minutes)
     python benchmarks/run.py --only search,map --out results.json
