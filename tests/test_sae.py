@@ -249,11 +249,10 @@ def _lens(fm, sae, store=None, **kw):
                 progress=False, batch_size=8, chunk_size=8, **kw)
 
 
-def _boxes(heatmaps):
+def _boxes(heatmaps, crop_rule):
     from semlens_widgets.kernels.crops import boxes_from_heatmaps
-    from semlens_widgets.lens_pipeline import REL_THRESHOLD
 
-    return boxes_from_heatmaps(heatmaps, rel_threshold=REL_THRESHOLD)
+    return boxes_from_heatmaps(heatmaps, crop_rule=crop_rule)
 
 
 def _layer_sae(seed=1, n=24, k=4):
@@ -311,7 +310,7 @@ def test_lens_analyses_an_sae_layer_like_any_layer(fm, tmp_path):
     live = int(lens.topm(SAE_LAYER).values[:, 0].argmax())
     hm = lens.heatmaps(SAE_LAYER, live)  # CRP through the encoder: starts at the latent's peak
     assert hm.shape == (4, 16, 16) and torch.isfinite(hm).all() and hm.abs().sum() > 0
-    assert torch.equal(lens.boxes(SAE_LAYER)[live], _boxes(hm))
+    assert torch.equal(lens.boxes(SAE_LAYER)[live], _boxes(hm, lens.crop_rule))
     hits = lens.search("red", k=5)
     assert set(hits.layer) <= {BASE, SAE_LAYER} and len(hits) == 5
     assert len(lens.label(["red", "dog"], SAE_LAYER).table) == 24
