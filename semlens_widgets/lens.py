@@ -75,12 +75,7 @@ def imagenet_unnormalize(x: torch.Tensor) -> torch.Tensor:
     ``Lens(..., display_transform=imagenet_unnormalize)`` for datasets that apply
     ``transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)``.
     """
-    if not isinstance(x, torch.Tensor) or x.dim() not in (3, 4) or x.shape[-3] != 3:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"imagenet_unnormalize expects [n, 3, H, W] or [3, H, W], got {shape}")
-    shape = (3, 1, 1)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(shape)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(shape)
+    mean, std = _imagenet_stats(x, "imagenet_unnormalize")
     return (x * std + mean).clamp(0.0, 1.0)
 
 
@@ -89,13 +84,19 @@ def imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
     ``[3, H, W]`` in [0, 1]: the inverse of :func:`imagenet_unnormalize`, and what
     ``lens.describe`` / ``lens.faithfulness`` apply to generated images when the Lens shows its
     inputs with ``display_transform=imagenet_unnormalize``."""
+    mean, std = _imagenet_stats(x, "imagenet_normalize")
+    return (x - mean) / std
+
+
+def _imagenet_stats(x: torch.Tensor, caller: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std ``[3, 1, 1]`` in ``x``'s dtype and device, after checking that ``x``
+    is ``[n, 3, H, W]`` or ``[3, H, W]`` (the error names ``caller``)."""
     if not isinstance(x, torch.Tensor) or x.dim() not in (3, 4) or x.shape[-3] != 3:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"imagenet_normalize expects [n, 3, H, W] or [3, H, W], got {shape}")
-    shape = (3, 1, 1)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(shape)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(shape)
-    return (x - mean) / std
+        raise ValueError(f"{caller} expects [n, 3, H, W] or [3, H, W], got {shape}")
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    return mean, std
 
 
 def _open_store(store: Any, model: nn.Module, model_fp: str, dataset_fp: str, overwrite: bool) -> Store:
