@@ -191,11 +191,16 @@ def cached_in_chunks(store: Store, entry: Entry, n: int, size: int, compute: Cal
         return assemble(parts)
 
     if distributed.is_writer() and not store.has(entry.key, entry.fingerprint):
-        check_writable(store, f"step {entry.key!r} has no stored result for these inputs (another model, "
-                              f"dataset, layer or setting than the store holds results for) and could not save one")
+        check_writable(store, _unsaved_step(entry.key))
     got = distributed.cached(store, entry.key, entry.fingerprint, run, meta=meta, lazy=True)  # big: memory-mapped
     distributed.drop_chunks(store, entry.key)
     return got
+
+
+def _unsaved_step(name: str) -> str:
+    """Why a step must write: the reason :func:`check_writable` gives for step ``name``."""
+    return (f"step {name!r} has no stored result for these inputs (another model, dataset, layer or setting "
+            f"than the store holds results for) and could not save one")
 
 
 def check_writable(store: Store, why: str) -> None:
@@ -223,8 +228,7 @@ def step_lock(store: Store, name: str) -> Any:
     (outside one, every process locks as usual).
     A store that cannot be written is refused here, before the step's work (:func:`check_writable`)."""
     if not distributed.active() or distributed.is_writer():
-        check_writable(store, f"step {name!r} has no stored result for these inputs (another model, dataset, "
-                              f"layer or setting than the store holds results for) and could not save one")
+        check_writable(store, _unsaved_step(name))
         return store.lock(name)
     return contextlib.nullcontext()
 
