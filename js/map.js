@@ -200,9 +200,10 @@ function render({ model, el }) {
       const rc = ramp.getContext("2d");
       for (let x = 0; x < 120; x++) { rc.fillStyle = rgb(viridis(x / 119)); rc.fillRect(x, 0, 1, 10); }
       const what = mode === "score" ? `score for “${model.get("query")}”`
-        : mode === "auc" ? "AUC of the label (lens.faithfulness; grey: not measured)"
+        : mode === "auc" ? "label AUC (grey: not measured)"
           : `relevance for ${model.get("target_name") || `class ${model.get("target")}`}`;
-      replace(legend, h("span", { class: "slw-legend-item", text: what }), h("span", { text: fmt(lo) }), ramp, h("span", { text: fmt(hi) }));
+      const title = mode === "auc" ? "AUC of each component's label, measured by lens.faithfulness (grey: not measured)" : what;
+      replace(legend, h("span", { class: "slw-legend-item", text: what, title }), h("span", { text: fmt(lo) }), ramp, h("span", { text: fmt(hi) }));
     } else if (codes.length === n && n) {
       const counts = new Array(names.length).fill(0);
       for (let i = 0; i < n; i++) { colorIdx[i] = codes[i] < names.length ? codes[i] : 0; counts[colorIdx[i]]++; }

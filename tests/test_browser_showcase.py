@@ -212,6 +212,13 @@ def check_compare(page, theme):
     sides = c.locator("[data-testid='slw-compare-sides']")
     sides.wait_for(timeout=20_000)
     assert wait_decoded(sides, 6) >= 6
+    # strips load when they scroll into view: bring each one in and wait for it, so that the
+    # screenshot shows every row's examples (not grey placeholders)
+    strips = sides.locator("[data-testid='slw-strip']")
+    for i in range(strips.count()):
+        strips.nth(i).scroll_into_view_if_needed()
+        strips.nth(i).locator("xpath=self::*[@data-loaded='true']").wait_for(timeout=20_000)
+    c.scroll_into_view_if_needed()
     banner = c.locator("[data-testid='slw-error']")
     assert not banner.is_visible(), banner.inner_text()
     shot(c, "compare", theme)
